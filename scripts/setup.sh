@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what repliq needs on a fresh Debian 12 machine (compiler, OpenBLAS,
+# LAPACKE, PCRE2, cJSON) and does nothing when all of it is already there.
+set -euo pipefail
+pkgs=(build-essential pkg-config libopenblas-dev liblapacke-dev libpcre2-dev libcjson-dev python3 python3-pip xz-utils)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# python3/pip may come from elsewhere (pyenv); accept any working python3 with pip
+if command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; then
+    missing=("${missing[@]/python3-pip/}"); missing=("${missing[@]/python3/}")
+fi
+missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}" >&2
+    sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+echo "setup: system packages present" >&2

@@ -1,0 +1,176 @@
+/* forward.c - f32 transformer forward pass for perplexity: embeddings, RMSNorm,
+ * GQA attention with RoPE (interleaved or NeoX per the adapter), SwiGLU MLP. */
+#include "forward.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+void openblas_set_num_threads(int num_threads);
+
+struct rq_fwd {
+    const rq_model *m;
+    int n_ctx;
+    float *x, *h, *q, *k, *v, *att, *scores, *g, *u;
+    float *rope_cos, *rope_sin; /* [n_ctx, head_dim/2] */
+};
+
+void rq_set_threads(int n) { openblas_set_num_threads(n > 0 ? n : 1); }
+
+rq_fwd *rq_fwd_new(const rq_model *m, int n_ctx) {
+    const rq_config *c = &m->cfg;
+    rq_fwd *f = rq_calloc(1, sizeof *f);
+    size_t T = (size_t)n_ctx, E = (size_t)c->n_embd, Dq = (size_t)c->n_head * c->head_dim,
+           Dkv = (size_t)c->n_head_kv * c->head_dim, F = (size_t)c->n_ff;
+    f->m = m;
+    f->n_ctx = n_ctx;
+    f->x = rq_malloc(T * E * sizeof(float));
+    f->h = rq_malloc(T * E * sizeof(float));
+    f->q = rq_malloc(T * Dq * sizeof(float));
+    f->k = rq_malloc(T * Dkv * sizeof(float));
+    f->v = rq_malloc(T * Dkv * sizeof(float));
+    f->att = rq_malloc(T * Dq * sizeof(float));
+    f->scores = rq_malloc(T * T * sizeof(float));
+    f->g = rq_malloc(T * F * sizeof(float));
+    f->u = rq_malloc(T * F * sizeof(float));
+    int half = c->head_dim / 2;
+    f->rope_cos = rq_malloc(T * (size_t)half * sizeof(float));
+    f->rope_sin = rq_malloc(T * (size_t)half * sizeof(float));
+    /* theta_i = pos * base^(-2i/d), the rotation llama.cpp applies */
+    for (int p = 0; p < n_ctx; p++)
+        for (int i = 0; i < half; i++) {
+            double theta = (double)p * pow((double)c->rope_base, -2.0 * i / (double)c->head_dim);
+            f->rope_cos[(size_t)p * half + i] = (float)cos(theta);
+            f->rope_sin[(size_t)p * half + i] = (float)sin(theta);
+        }
+    return f;
+}
+
+void rq_fwd_free(rq_fwd *f) {
+    if (!f) return;
+    free(f->x);
+    free(f->h);
+    free(f->q);
+    free(f->k);
+    free(f->v);
+    free(f->att);
+    free(f->scores);
+    free(f->g);
+    free(f->u);
+    free(f->rope_cos);
+    free(f->rope_sin);
+    free(f);
+}
+
+void rq_linear_ref(const rq_linear *l, const float *x, int n, float *y) {
+    for (int t = 0; t < n; t++)
+        for (int64_t r = 0; r < l->rows; r++) {
+            double s = l->b ? l->b[r] : 0.0;
+            const float *w = l->w + r * l->cols, *xt = x + (size_t)t * l->cols;
+            for (int64_t c = 0; c < l->cols; c++) s += (double)w[c] * xt[c];
+            y[(size_t)t * l->rows + r] = (float)s;
+        }
+}
+
+/* y[n, rows] = x[n, cols] W^T (+ b) */
+static void linear(const rq_linear *l, const float *x, int n, float *y) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)l->rows, (int)l->cols, 1.0f, x, (int)l->cols, l->w,
+                (int)l->cols, 0.0f, y, (int)l->rows);
+    if (l->b)
+        for (int t = 0; t < n; t++) {
+            float *yt = y + (size_t)t * l->rows;
+            for (int64_t r = 0; r < l->rows; r++) yt[r] += l->b[r];
+        }
+}
+
+static void rmsnorm(const float *x, const float *w, int n, int dim, float eps, float *y) {
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * dim;
+        float *yt = y + (size_t)t * dim;
+        double ss = 0;
+        for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
+        float scale = 1.0f / sqrtf((float)(ss / dim) + eps);
+        for (int i = 0; i < dim; i++) yt[i] = xt[i] * scale * w[i];
+    }
+}
+
+/* Rotate each head of v[n, n_heads*hd] in place. */
+static void rope(const rq_fwd *f, float *v, int n, int n_heads, int hd, bool neox) {
+    int half = hd / 2;
+    for (int t = 0; t < n; t++) {
+        const float *cs = f->rope_cos + (size_t)t * half, *sn = f->rope_sin + (size_t)t * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *x = v + ((size_t)t * n_heads + h) * hd;
+            for (int i = 0; i < half; i++) {
+                int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+                float x0 = x[a], x1 = x[b];
+                x[a] = x0 * cs[i] - x1 * sn[i];
+                x[b] = x0 * sn[i] + x1 * cs[i];
+            }
+        }
+    }
+}
+
+static void attention(rq_fwd *f, int n) {
+    const rq_config *c = &f->m->cfg;
+    int hd = c->head_dim, nh = c->n_head, nkv = c->n_head_kv, group = nh / nkv;
+    int ldq = nh * hd, ldk = nkv * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < nh; h++) {
+        const float *q = f->q + (size_t)h * hd, *k = f->k + (size_t)(h / group) * hd,
+                    *v = f->v + (size_t)(h / group) * hd;
+        float *s = f->scores;
+        /* s[n, n] = scale * q k^T; only the lower triangle is used */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, hd, scale, q, ldq, k, ldk, 0.0f, s, n);
+        for (int i = 0; i < n; i++) {
+            float *row = s + (size_t)i * n, mx = row[0];
+            for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+            double sum = 0;
+            for (int j = 0; j <= i; j++) sum += (row[j] = expf(row[j] - mx));
+            float inv = (float)(1.0 / sum);
+            for (int j = 0; j <= i; j++) row[j] *= inv;
+            for (int j = i + 1; j < n; j++) row[j] = 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, n, 1.0f, s, n, v, ldk, 0.0f,
+                    f->att + (size_t)h * hd, ldq);
+    }
+}
+
+const float *rq_fwd_hidden(rq_fwd *f, const int32_t *tokens, int n) {
+    const rq_model *m = f->m;
+    const rq_config *c = &m->cfg;
+    int E = c->n_embd;
+    for (int t = 0; t < n; t++) memcpy(f->x + (size_t)t * E, m->tok_embd + (size_t)tokens[t] * E, E * sizeof(float));
+    for (int l = 0; l < c->n_layer; l++) {
+        const rq_layer *L = &m->layers[l];
+        rmsnorm(f->x, L->attn_norm, n, E, c->norm_eps, f->h);
+        linear(&L->q, f->h, n, f->q);
+        linear(&L->k, f->h, n, f->k);
+        linear(&L->v, f->h, n, f->v);
+        rope(f, f->q, n, c->n_head, c->head_dim, c->arch->rope_neox);
+        rope(f, f->k, n, c->n_head_kv, c->head_dim, c->arch->rope_neox);
+        attention(f, n);
+        /* x += att Wo^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, E, (int)L->o.cols, 1.0f, f->att, (int)L->o.cols,
+                    L->o.w, (int)L->o.cols, 1.0f, f->x, E);
+        rmsnorm(f->x, L->ffn_norm, n, E, c->norm_eps, f->h);
+        linear(&L->gate, f->h, n, f->g);
+        linear(&L->up, f->h, n, f->u);
+        size_t nf = (size_t)n * c->n_ff;
+        for (size_t i = 0; i < nf; i++) {
+            float g = f->g[i];
+            f->g[i] = g / (1.0f + expf(-g)) * f->u[i];
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, E, c->n_ff, 1.0f, f->g, c->n_ff, L->down.w, c->n_ff,
+                    1.0f, f->x, E);
+    }
+    rmsnorm(f->x, m->out_norm, n, E, c->norm_eps, f->h);
+    return f->h;
+}
+
+void rq_fwd_logits(const rq_model *m, const float *hidden, int n, float *logits) {
+    linear(&m->output, hidden, n, logits);
+}

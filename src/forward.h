@@ -1,0 +1,34 @@
+/* forward.h - the f32 forward pass over a whole sequence at once (prefill), as
+ * perplexity needs it: batched through BLAS GEMM, causal attention, RoPE. */
+#ifndef RQ_FORWARD_H
+#define RQ_FORWARD_H
+
+#include <stdint.h>
+
+#include "model.h"
+
+/* Scratch buffers for sequences of up to n_ctx tokens, reused across calls. */
+typedef struct rq_fwd rq_fwd;
+
+rq_fwd *rq_fwd_new(const rq_model *m, int n_ctx);
+void rq_fwd_free(rq_fwd *f);
+
+/* Run tokens[0..n) at positions 0..n-1 (n <= n_ctx) and leave the final-norm
+ * hidden states [n, n_embd] in the returned buffer (owned by f). */
+const float *rq_fwd_hidden(rq_fwd *f, const int32_t *tokens, int n);
+
+/* logits[n, n_vocab] = hidden[n, n_embd] * output^T */
+void rq_fwd_logits(const rq_model *m, const float *hidden, int n, float *logits);
+
+/* Threads for BLAS and the elementwise loops. */
+void rq_set_threads(int n);
+
+/* Scalar reference for one linear layer y[n, rows] = x[n, cols] W^T + b, the
+ * definition the GEMM path is tested against. */
+void rq_linear_ref(const rq_linear *l, const float *x, int n, float *y);
+
+/* Scalar reference of the whole forward pass, one token at a time with a KV
+ * cache: logits[n, n_vocab] for tokens[0..n). */
+int rq_forward_ref(const rq_model *m, const int32_t *tokens, int n, float *logits);
+
+#endif

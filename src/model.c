@@ -1,0 +1,234 @@
+/* model.c - configuration from GGUF metadata, the architecture adapter table, and
+ * f32 weights dequantized from whatever types the file holds. */
+#include "model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ggml_types.h"
+#include "hf.h"
+#include "tokenizer.h"
+#include "util.h"
+
+/* llama.cpp rotates interleaved pairs for llama and NeoX halves for qwen2; HF's
+ * Llama checkpoints need the Q/K row permutation that its converter applies. */
+static const rq_arch arch_table[] = {
+    {"llama", false, false, true},
+    {"qwen2", true, true, false},
+};
+
+const rq_arch *rq_arch_find(const char *name) {
+    for (size_t i = 0; i < sizeof arch_table / sizeof arch_table[0]; i++)
+        if (strcmp(arch_table[i].name, name) == 0) return &arch_table[i];
+    rq_fail("architecture not supported: %s (supported: llama, qwen2)", name);
+    return NULL;
+}
+
+static int get_dim(const rq_gguf *g, const char *arch, const char *suffix, int *out, bool required) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    int64_t v;
+    int rc = rq_gguf_get_int(g, key, &v);
+    if (rc < 0) return -1;
+    if (rc == 1) {
+        if (required) return rq_fail("%s: metadata key '%s' is missing", g->path, key);
+        return 0;
+    }
+    if (v <= 0 || v > (1 << 30)) return rq_fail("%s: metadata key '%s' = %lld is out of range", g->path, key, (long long)v);
+    *out = (int)v;
+    return 0;
+}
+
+static int get_flt(const rq_gguf *g, const char *arch, const char *suffix, float *out, bool required) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    double v;
+    int rc = rq_gguf_get_float(g, key, &v);
+    if (rc < 0) return -1;
+    if (rc == 1) {
+        if (required) return rq_fail("%s: metadata key '%s' is missing", g->path, key);
+        return 0;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+int rq_config_from_gguf(const rq_gguf *g, rq_config *c) {
+    memset(c, 0, sizeof *c);
+    rq_str a;
+    int rc = rq_gguf_get_str(g, "general.architecture", &a);
+    if (rc) return rc < 0 ? -1 : rq_fail("%s: metadata key 'general.architecture' is missing", g->path);
+    char arch[64];
+    snprintf(arch, sizeof arch, "%.*s", (int)(a.len < 63 ? a.len : 63), a.ptr);
+    if (!(c->arch = rq_arch_find(arch))) return rq_fail_ctx("%s", g->path);
+    c->rope_base = 10000.0f;
+    c->n_ctx_train = 2048;
+    if (get_dim(g, arch, "block_count", &c->n_layer, true) || get_dim(g, arch, "embedding_length", &c->n_embd, true) ||
+        get_dim(g, arch, "feed_forward_length", &c->n_ff, true) ||
+        get_dim(g, arch, "attention.head_count", &c->n_head, true) ||
+        get_flt(g, arch, "attention.layer_norm_rms_epsilon", &c->norm_eps, true) ||
+        get_dim(g, arch, "context_length", &c->n_ctx_train, false) ||
+        get_flt(g, arch, "rope.freq_base", &c->rope_base, false))
+        return -1;
+    c->n_head_kv = c->n_head;
+    c->head_dim = c->n_embd / c->n_head;
+    if (get_dim(g, arch, "attention.head_count_kv", &c->n_head_kv, false) ||
+        get_dim(g, arch, "attention.key_length", &c->head_dim, false) ||
+        get_dim(g, arch, "rope.dimension_count", &c->head_dim, false))
+        return -1;
+    if (c->n_head % c->n_head_kv != 0)
+        return rq_fail("%s: %d attention heads are not a multiple of %d KV heads", g->path, c->n_head, c->n_head_kv);
+    if (c->head_dim % 2 != 0) return rq_fail("%s: head dimension %d is odd; RoPE needs pairs", g->path, c->head_dim);
+    /* scaled RoPE variants would silently change the results: refuse them */
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    rq_str st;
+    if (rq_gguf_get_str(g, key, &st) == 0 && !rq_str_eq(st, "none"))
+        return rq_fail("%s: RoPE scaling '%.*s' is not supported", g->path, (int)st.len, st.ptr);
+    const rq_gguf_tensor *emb = rq_gguf_tensor_find(g, "token_embd.weight");
+    if (!emb) return rq_fail("%s: tensor 'token_embd.weight' is missing", g->path);
+    c->n_vocab = (int)emb->ne[1];
+    c->tied_output = rq_gguf_tensor_find(g, "output.weight") == NULL;
+    return 0;
+}
+
+/* Dequantize a named tensor, checking its shape [ne0, ne1]. */
+static float *load_tensor(const rq_gguf *g, const char *name, int64_t ne0, int64_t ne1, int *err) {
+    const rq_gguf_tensor *t = rq_gguf_tensor_find(g, name);
+    if (!t) {
+        rq_fail("%s: tensor '%s' is missing", g->path, name);
+        *err = 1;
+        return NULL;
+    }
+    if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1) {
+        rq_fail("%s: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", g->path, name,
+                (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3], (long long)ne0,
+                (long long)ne1);
+        *err = 1;
+        return NULL;
+    }
+    float *dst = rq_malloc((size_t)(ne0 * ne1) * sizeof(float));
+    if (rq_ggml_to_float(t->type, t->data, dst, ne0 * ne1)) {
+        rq_fail_ctx("%s: tensor '%s'", g->path, name);
+        free(dst);
+        *err = 1;
+        return NULL;
+    }
+    return dst;
+}
+
+static void load_linear(const rq_gguf *g, rq_linear *l, const char *name, int64_t rows, int64_t cols, bool bias,
+                        int *err) {
+    char key[160];
+    l->rows = rows;
+    l->cols = cols;
+    snprintf(key, sizeof key, "%s.weight", name);
+    if (!*err) l->w = load_tensor(g, key, cols, rows, err);
+    if (bias && !*err) {
+        snprintf(key, sizeof key, "%s.bias", name);
+        l->b = load_tensor(g, key, rows, 1, err);
+    }
+}
+
+int rq_model_from_gguf(const rq_gguf *g, rq_model **out) {
+    rq_model *m = rq_calloc(1, sizeof *m);
+    if (rq_config_from_gguf(g, &m->cfg)) {
+        free(m);
+        return -1;
+    }
+    const rq_config *c = &m->cfg;
+    int err = 0;
+    int64_t E = c->n_embd, F = c->n_ff, Dq = (int64_t)c->n_head * c->head_dim, Dkv = (int64_t)c->n_head_kv * c->head_dim;
+    bool bias = c->arch->qkv_bias;
+    m->tok_embd = load_tensor(g, "token_embd.weight", E, c->n_vocab, &err);
+    if (!err) m->out_norm = load_tensor(g, "output_norm.weight", E, 1, &err);
+    m->layers = rq_calloc((size_t)c->n_layer, sizeof *m->layers);
+    double t0 = rq_time();
+    for (int i = 0; i < c->n_layer && !err; i++) {
+        rq_layer *L = &m->layers[i];
+        char p[64], key[96];
+        snprintf(p, sizeof p, "blk.%d", i);
+        snprintf(key, sizeof key, "%s.attn_norm.weight", p);
+        L->attn_norm = load_tensor(g, key, E, 1, &err);
+        snprintf(key, sizeof key, "%s.ffn_norm.weight", p);
+        if (!err) L->ffn_norm = load_tensor(g, key, E, 1, &err);
+        snprintf(key, sizeof key, "%s.attn_q", p);
+        load_linear(g, &L->q, key, Dq, E, bias, &err);
+        snprintf(key, sizeof key, "%s.attn_k", p);
+        load_linear(g, &L->k, key, Dkv, E, bias, &err);
+        snprintf(key, sizeof key, "%s.attn_v", p);
+        load_linear(g, &L->v, key, Dkv, E, bias, &err);
+        snprintf(key, sizeof key, "%s.attn_output", p);
+        load_linear(g, &L->o, key, E, Dq, false, &err);
+        snprintf(key, sizeof key, "%s.ffn_gate", p);
+        load_linear(g, &L->gate, key, F, E, false, &err);
+        snprintf(key, sizeof key, "%s.ffn_up", p);
+        load_linear(g, &L->up, key, F, E, false, &err);
+        snprintf(key, sizeof key, "%s.ffn_down", p);
+        load_linear(g, &L->down, key, E, F, false, &err);
+        rq_progress("loading", i + 1, c->n_layer, t0);
+    }
+    if (!err) {
+        m->output.rows = c->n_vocab;
+        m->output.cols = E;
+        m->output.w = c->tied_output ? m->tok_embd : load_tensor(g, "output.weight", E, c->n_vocab, &err);
+    }
+    if (err) {
+        rq_model_free(m);
+        return -1;
+    }
+    int64_t per_layer = 2 * E + Dq * E + 2 * Dkv * E + E * Dq + 3 * E * F + (bias ? Dq + 2 * Dkv : 0);
+    m->n_params = (int64_t)c->n_vocab * E * (c->tied_output ? 1 : 2) + E + per_layer * c->n_layer;
+    rq_str name;
+    m->name = rq_gguf_get_str(g, "general.name", &name) == 0 ? rq_strndup(name.ptr, name.len) : rq_strdup(g->path);
+    m->path = rq_strdup(g->path);
+    if (rq_gguf_find(g, "tokenizer.ggml.model") && rq_tokenizer_from_gguf(g, &m->tok)) {
+        rq_model_free(m);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}
+
+int rq_model_load(const char *path, rq_model **out) {
+    struct stat st;
+    if (stat(path, &st) != 0) return rq_fail("model '%s' not found (give a GGUF file, a Hugging Face folder, or a name from 'repliq list')", path);
+    rq_gguf *g = NULL;
+    int rc = S_ISDIR(st.st_mode) ? rq_hf_open(path, &g) : rq_gguf_open(path, &g);
+    if (rc) return -1;
+    rc = rq_model_from_gguf(g, out);
+    rq_gguf_close(g);
+    return rc;
+}
+
+static void free_linear(rq_linear *l) {
+    free(l->w);
+    free(l->b);
+}
+
+void rq_model_free(rq_model *m) {
+    if (!m) return;
+    if (m->layers)
+        for (int i = 0; i < m->cfg.n_layer; i++) {
+            rq_layer *L = &m->layers[i];
+            free(L->attn_norm);
+            free(L->ffn_norm);
+            free_linear(&L->q);
+            free_linear(&L->k);
+            free_linear(&L->v);
+            free_linear(&L->o);
+            free_linear(&L->gate);
+            free_linear(&L->up);
+            free_linear(&L->down);
+        }
+    free(m->layers);
+    if (m->output.w != m->tok_embd) free(m->output.w);
+    free(m->tok_embd);
+    free(m->out_norm);
+    if (m->tok) rq_tokenizer_free(m->tok);
+    free(m->path);
+    free(m->name);
+    free(m);
+}

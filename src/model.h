@@ -1,0 +1,66 @@
+/* model.h - a decoder-only transformer (Llama, Qwen2) held as f32 weights, the
+ * per-architecture adapter table, and loading from GGUF or a Hugging Face folder. */
+#ifndef RQ_MODEL_H
+#define RQ_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gguf.h"
+
+struct rq_tokenizer;
+
+/* What the GGUF metadata does not say about an architecture. */
+typedef struct {
+    const char *name;   /* general.architecture */
+    bool rope_neox;     /* rotate pairs (i, i + d/2) instead of (2i, 2i+1) */
+    bool qkv_bias;      /* Q, K, V projections carry a bias */
+    bool hf_permute_qk; /* HF checkpoints store Q/K rows in the NeoX order; GGUF re-orders them */
+} rq_arch;
+
+/* The adapter for an architecture name, or NULL with an error listing the supported ones. */
+const rq_arch *rq_arch_find(const char *name);
+
+typedef struct {
+    const rq_arch *arch;
+    int n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, n_ctx_train;
+    float rope_base, norm_eps;
+    bool tied_output; /* output matrix is the token embedding */
+} rq_config;
+
+/* y = W x (+ b); W is [rows, cols] row-major: rows outputs, cols inputs. */
+typedef struct {
+    float *w;
+    float *b; /* NULL without bias */
+    int64_t rows, cols;
+} rq_linear;
+
+typedef struct {
+    float *attn_norm, *ffn_norm; /* [n_embd] */
+    rq_linear q, k, v, o, gate, up, down;
+} rq_layer;
+
+typedef struct rq_model {
+    rq_config cfg;
+    float *tok_embd; /* [n_vocab, n_embd] */
+    float *out_norm; /* [n_embd] */
+    rq_linear output;
+    rq_layer *layers;
+    struct rq_tokenizer *tok; /* NULL when the file carries no tokenizer */
+    char *path;
+    char *name;      /* general.name, or the file name */
+    int64_t n_params; /* counting the tied output once */
+} rq_model;
+
+/* Load a GGUF file, or a Hugging Face folder (config.json + *.safetensors); all
+ * weights are dequantized to f32. Shapes are checked against the configuration. */
+int rq_model_load(const char *path, rq_model **out);
+/* The same from an open file view (kept open by the caller only during the call). */
+int rq_model_from_gguf(const rq_gguf *g, rq_model **out);
+void rq_model_free(rq_model *m);
+
+/* Read the configuration of an architecture-tagged GGUF without loading weights. */
+int rq_config_from_gguf(const rq_gguf *g, rq_config *cfg);
+
+#endif

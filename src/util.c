@@ -1,0 +1,170 @@
+/* util.c - errors, allocation, timing, memory and fp16/bf16 conversion. */
+#include "util.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Thread_local char rq_err_buf[1024];
+
+int rq_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rq_err_buf, sizeof rq_err_buf, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int rq_fail_ctx(const char *fmt, ...) {
+    char prefix[512], old[sizeof rq_err_buf];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, rq_err_buf, sizeof old);
+    /* truncation of an over-long message is acceptable */
+    int n = snprintf(rq_err_buf, sizeof rq_err_buf, "%s: ", prefix);
+    if (n >= 0 && (size_t)n < sizeof rq_err_buf) memcpy(rq_err_buf + n, old, sizeof rq_err_buf - (size_t)n - 1);
+    rq_err_buf[sizeof rq_err_buf - 1] = 0;
+    return -1;
+}
+
+const char *rq_error(void) { return rq_err_buf[0] ? rq_err_buf : "unknown error"; }
+
+static void rq_oom(size_t n) {
+    fprintf(stderr, "repliq: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *rq_malloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) rq_oom(n);
+    return p;
+}
+
+void *rq_calloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) rq_oom(n * size);
+    return p;
+}
+
+void *rq_realloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) rq_oom(n);
+    return q;
+}
+
+char *rq_strndup(const char *s, size_t n) {
+    char *d = rq_malloc(n + 1);
+    memcpy(d, s, n);
+    d[n] = 0;
+    return d;
+}
+
+char *rq_strdup(const char *s) { return rq_strndup(s, strlen(s)); }
+
+double rq_time(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+size_t rq_peak_rss(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (size_t)ru.ru_maxrss * 1024; /* Linux reports KiB */
+}
+
+int rq_read_file(const char *path, char **data, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return rq_fail("cannot open '%s': %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = rq_malloc(cap);
+    for (;;) {
+        if (n + 1 >= cap) buf = rq_realloc(buf, cap *= 2);
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) break;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (err) {
+        free(buf);
+        return rq_fail("error reading '%s'", path);
+    }
+    buf[n] = 0;
+    *data = buf;
+    *len = n;
+    return 0;
+}
+
+static uint32_t f2u(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float u2f(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+float rq_fp16_to_fp32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    if (exp == 0x1f) return u2f(sign | 0x7f800000u | (man << 13)); /* inf / nan */
+    if (exp == 0) {
+        /* zero or subnormal: value = man * 2^-24, exact in binary32 */
+        float v = (float)man * 0x1p-24f;
+        return sign ? -v : v;
+    }
+    return u2f(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+uint16_t rq_fp32_to_fp16(float f) {
+    uint32_t u = f2u(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+    uint32_t a = u & 0x7fffffffu;
+    if (a >= 0x7f800000u) return sign | 0x7c00 | (a > 0x7f800000u ? 0x200 : 0);
+    if (a >= 0x477ff000u) return sign | 0x7c00; /* rounds to >= 65520: inf */
+    if (a < 0x38800000u) {
+        /* result is subnormal in fp16: round a * 2^24 to an integer, ties to even */
+        float v = u2f(a) * 0x1p24f;
+        float r = __builtin_rintf(v); /* default rounding mode is to nearest even */
+        return sign | (uint16_t)r;
+    }
+    uint32_t mant = a & 0x7fffff, exp = (a >> 23) - 112;
+    uint32_t h = (exp << 10) | (mant >> 13);
+    uint32_t rest = mant & 0x1fff;
+    if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) h++;
+    return sign | (uint16_t)h;
+}
+
+float rq_bf16_to_fp32(uint16_t h) { return u2f((uint32_t)h << 16); }
+
+uint16_t rq_fp32_to_bf16(float f) {
+    uint32_t u = f2u(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 64); /* quiet nan */
+    u += 0x7fff + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+void rq_progress(const char *what, int64_t done, int64_t total, double t_start) {
+    static _Thread_local double last;
+    double now = rq_time();
+    int tty = isatty(2);
+    if (now - t_start < 1.0) return; /* quick work needs no progress */
+    if (done < total && now - last < (tty ? 0.2 : 10.0)) return;
+    last = now;
+    double el = now - t_start;
+    double eta = done > 0 ? el * (double)(total - done) / (double)done : 0;
+    fprintf(stderr, "%s%s: %lld/%lld (%.0f%%) %.1fs elapsed, ~%.0fs left%s", tty ? "\r" : "", what,
+            (long long)done, (long long)total, total ? 100.0 * (double)done / (double)total : 100.0, el,
+            eta, tty && done < total ? "" : "\n");
+}

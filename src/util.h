@@ -1,0 +1,40 @@
+/* util.h - errors, allocation, timing, memory and small numeric helpers shared by
+ * every module of librepliq. */
+#ifndef RQ_UTIL_H
+#define RQ_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Every fallible function returns 0 on success and -1 on failure; the failure's
+ * message (what, where, what to do) is kept per thread and read by rq_error(). */
+int rq_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *rq_error(void);
+/* Prefix the current error with context, e.g. the file being read. Returns -1. */
+int rq_fail_ctx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Allocation that aborts with a message on exhaustion: out of memory is not an
+ * input error a caller can repair. */
+void *rq_malloc(size_t n);
+void *rq_calloc(size_t n, size_t size);
+void *rq_realloc(void *p, size_t n);
+char *rq_strdup(const char *s);
+char *rq_strndup(const char *s, size_t n);
+
+double rq_time(void);      /* seconds, monotonic */
+size_t rq_peak_rss(void);  /* bytes, this process's high-water mark */
+
+/* Whole-file read into a NUL-terminated buffer. */
+int rq_read_file(const char *path, char **data, size_t *len);
+
+/* Exact conversions between binary16 / bfloat16 and binary32. */
+float rq_fp16_to_fp32(uint16_t h);
+uint16_t rq_fp32_to_fp16(float f); /* round to nearest even */
+float rq_bf16_to_fp32(uint16_t h);
+uint16_t rq_fp32_to_bf16(float f); /* round to nearest even */
+
+/* Progress line on stderr, rewritten in place on a terminal and printed at most
+ * every few seconds otherwise. */
+void rq_progress(const char *what, int64_t done, int64_t total, double t_start);
+
+#endif

@@ -1,0 +1,155 @@
+/* test_forward.c - the batched forward pass against the scalar reference on tiny
+ * random models of each architecture, and against llama.cpp's logits on the real
+ * SmolLM2 (golden file), and the perplexity protocols' bookkeeping. */
+#include <math.h>
+#include <stdint.h>
+
+#include "forward.h"
+#include "model.h"
+#include "ppl.h"
+#include "rq_test.h"
+#include "tiny_model.h"
+#include "util.h"
+
+static rq_model *tiny(const char *arch, int weight_type, unsigned seed) {
+    tiny_spec sp = {arch, 97, 32, 48, 2, 4, 2, 10000.0f, seed, weight_type};
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/rq_tiny_%d.gguf", (int)getpid());
+    if (tiny_model_write(&sp, path)) return NULL;
+    rq_model *m = NULL;
+    if (rq_model_load(path, &m)) printf("  load: %s\n", rq_error());
+    unlink(path);
+    return m;
+}
+
+/* max |a-b| / max|b| over n values */
+static double rel_err(const float *a, const float *b, size_t n) {
+    double d = 0, s = 0;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        s = fmax(s, fabs((double)b[i]));
+    }
+    return d / (s > 0 ? s : 1);
+}
+
+static void check_batched_vs_ref(const char *arch, int wtype) {
+    rq_model *m = tiny(arch, wtype, 7);
+    REQUIRE(m != NULL);
+    CHECK(m->cfg.arch->rope_neox == !strcmp(arch, "qwen2"));
+    CHECK((m->layers[0].q.b != NULL) == !strcmp(arch, "qwen2"));
+    enum { T = 19 };
+    int32_t tok[T];
+    for (int i = 0; i < T; i++) tok[i] = (i * 31 + 5) % m->cfg.n_vocab;
+    float *ref = malloc((size_t)T * m->cfg.n_vocab * sizeof(float));
+    float *got = malloc((size_t)T * m->cfg.n_vocab * sizeof(float));
+    REQUIRE(rq_forward_ref(m, tok, T, ref) == 0);
+    rq_fwd *f = rq_fwd_new(m, 32);
+    rq_fwd_logits(m, rq_fwd_hidden(f, tok, T), T, got);
+    double e = rel_err(got, ref, (size_t)T * m->cfg.n_vocab);
+    CHECKF(e < 1e-5, "%s: batched vs reference relative error %.3g", arch, e);
+    /* a prefix gives the same logits (causality) */
+    rq_fwd_logits(m, rq_fwd_hidden(f, tok, 5), 5, got);
+    e = rel_err(got, ref, (size_t)5 * m->cfg.n_vocab);
+    CHECKF(e < 1e-5, "%s: prefix relative error %.3g", arch, e);
+    rq_fwd_free(f);
+    free(ref);
+    free(got);
+    rq_model_free(m);
+}
+
+static void test_llama_batched_vs_ref(void) { check_batched_vs_ref("llama", RQ_GGML_F32); }
+static void test_qwen2_batched_vs_ref(void) { check_batched_vs_ref("qwen2", RQ_GGML_F32); }
+static void test_f16_weights_batched_vs_ref(void) { check_batched_vs_ref("llama", RQ_GGML_F16); }
+
+/* The RoPE style is part of the adapter: flipping it must change the output, or
+ * the tests above could not tell the styles apart. */
+static void test_rope_style_matters(void) {
+    rq_model *m = tiny("llama", RQ_GGML_F32, 3);
+    REQUIRE(m != NULL);
+    int32_t tok[6] = {1, 2, 3, 4, 5, 6};
+    size_t nv = (size_t)m->cfg.n_vocab;
+    float *a = malloc(6 * nv * sizeof(float)), *b = malloc(6 * nv * sizeof(float));
+    rq_forward_ref(m, tok, 6, a);
+    rq_arch flipped = *m->cfg.arch;
+    flipped.rope_neox = !flipped.rope_neox;
+    m->cfg.arch = &flipped;
+    rq_forward_ref(m, tok, 6, b);
+    CHECK(rel_err(a, b, nv) < 1e-6);      /* position 0 is not rotated */
+    CHECK(rel_err(a, b, 6 * nv) > 1e-3);  /* later positions are */
+    free(a);
+    free(b);
+    rq_model_free(m);
+}
+
+static void test_unsupported_arch(void) {
+    tiny_spec sp = {"gemma3", 64, 32, 48, 1, 4, 2, 10000.0f, 1, RQ_GGML_F32};
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/rq_tiny_g_%d.gguf", (int)getpid());
+    REQUIRE(tiny_model_write(&sp, path) == 0);
+    rq_model *m = NULL;
+    CHECK(rq_model_load(path, &m) != 0);
+    CHECKF(strstr(rq_error(), "architecture not supported: gemma3") != NULL, "%s", rq_error());
+    unlink(path);
+}
+
+/* Protocol bookkeeping on a synthetic token stream: counts and BOS handling. */
+static void test_ppl_protocol_counts(void) {
+    rq_model *m = tiny("llama", RQ_GGML_F32, 11);
+    REQUIRE(m != NULL);
+    enum { N = 200 };
+    int32_t tok[N];
+    for (int i = 0; i < N; i++) tok[i] = (i * 7 + 3) % m->cfg.n_vocab;
+    rq_ppl_params p = {.protocol = RQ_PPL_LLAMACPP, .n_ctx = 64};
+    rq_ppl_result r;
+    REQUIRE(rq_ppl_eval_tokens(m, &p, tok, N, &r) == 0);
+    CHECK(r.n_chunks == 3 && r.n_scored == 3 * (64 - 1 - 32));
+    /* the first scored target of chunk 0 is tok[33], predicted from position 32 */
+    float *lg = malloc((size_t)64 * m->cfg.n_vocab * sizeof(float));
+    rq_forward_ref(m, tok, 64, lg);
+    double nll = rq_nll_of(lg + (size_t)32 * m->cfg.n_vocab, m->cfg.n_vocab, tok[33]);
+    CHECKF(fabs(nll - r.nll[0]) < 1e-4, "nll %.6f vs %.6f", nll, (double)r.nll[0]);
+    double mean = 0;
+    for (int64_t i = 0; i < r.n_scored; i++) mean += r.nll[i];
+    mean /= (double)r.n_scored;
+    CHECK(fabs(exp(mean) - r.ppl) < 1e-6 * r.ppl);
+    free(r.nll);
+    /* with BOS the chunk's first input changes, so the scores change */
+    p.add_bos = true;
+    p.bos_id = 1;
+    rq_ppl_result rb;
+    REQUIRE(rq_ppl_eval_tokens(m, &p, tok, N, &rb) == 0);
+    CHECK(rb.n_scored == r.n_scored && rb.ppl != r.ppl);
+    free(rb.nll);
+    /* gptq: every token after the first of each window */
+    rq_ppl_params g = {.protocol = RQ_PPL_GPTQ, .n_ctx = 64, .max_chunks = 2};
+    REQUIRE(rq_ppl_eval_tokens(m, &g, tok, N, &r) == 0);
+    CHECK(r.n_chunks == 2 && r.n_scored == 2 * 63);
+    nll = rq_nll_of(lg, m->cfg.n_vocab, tok[1]);
+    CHECKF(fabs(nll - r.nll[0]) < 1e-4, "gptq first nll %.6f vs %.6f", nll, (double)r.nll[0]);
+    free(r.nll);
+    /* fewer than two windows is refused */
+    CHECK(rq_ppl_eval_tokens(m, &p, tok, 100, &r) != 0 && strstr(rq_error(), "fewer than two windows"));
+    free(lg);
+    rq_model_free(m);
+}
+
+static void test_gptq_text(void) {
+    const char *raw = " \n = Title = \n \n Some text .\n\n";
+    size_t n;
+    char *t = rq_ppl_gptq_text(raw, strlen(raw), &n);
+    /* lines: " \n" -> "", " = Title = \n", " \n" -> "", " Some text .\n", "\n" -> "" */
+    const char *want = "\n\n = Title = \n\n\n\n\n Some text .\n\n\n";
+    CHECKF(strcmp(t, want) == 0 && n == strlen(want), "got '%s'", t);
+    free(t);
+}
+
+int main(void) {
+    RUN(test_llama_batched_vs_ref);
+    RUN(test_qwen2_batched_vs_ref);
+    RUN(test_f16_weights_batched_vs_ref);
+    RUN(test_rope_style_matters);
+    RUN(test_unsupported_arch);
+    RUN(test_ppl_protocol_counts);
+    RUN(test_gptq_text);
+    TEST_EXIT();
+}
