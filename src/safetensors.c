@@ -18,30 +18,32 @@ static const struct {
     const char *name;
     size_t size;
 } dtypes[RQ_ST_DTYPE_COUNT] = {
-    [RQ_ST_BOOL] = {"BOOL", 1},       [RQ_ST_U8] = {"U8", 1},     [RQ_ST_I8] = {"I8", 1},
-    [RQ_ST_F8_E5M2] = {"F8_E5M2", 1}, [RQ_ST_F8_E4M3] = {"F8_E4M3", 1},
-    [RQ_ST_I16] = {"I16", 2},         [RQ_ST_U16] = {"U16", 2},   [RQ_ST_F16] = {"F16", 2},
-    [RQ_ST_BF16] = {"BF16", 2},       [RQ_ST_I32] = {"I32", 4},   [RQ_ST_U32] = {"U32", 4},
-    [RQ_ST_F32] = {"F32", 4},         [RQ_ST_F64] = {"F64", 8},   [RQ_ST_I64] = {"I64", 8},
-    [RQ_ST_U64] = {"U64", 8},
+    [RQ_ST_BOOL] = {"BOOL", 1},       [RQ_ST_U8] = {"U8", 1},           [RQ_ST_I8] = {"I8", 1},
+    [RQ_ST_F8_E5M2] = {"F8_E5M2", 1}, [RQ_ST_F8_E4M3] = {"F8_E4M3", 1}, [RQ_ST_I16] = {"I16", 2},
+    [RQ_ST_U16] = {"U16", 2},         [RQ_ST_F16] = {"F16", 2},         [RQ_ST_BF16] = {"BF16", 2},
+    [RQ_ST_I32] = {"I32", 4},         [RQ_ST_U32] = {"U32", 4},         [RQ_ST_F32] = {"F32", 4},
+    [RQ_ST_F64] = {"F64", 8},         [RQ_ST_I64] = {"I64", 8},         [RQ_ST_U64] = {"U64", 8},
 };
 
-const char *rq_st_dtype_name(int dtype) {
-    return dtype >= 0 && dtype < RQ_ST_DTYPE_COUNT ? dtypes[dtype].name : "?";
-}
+const char *rq_st_dtype_name(int dtype) { return dtype >= 0 && dtype < RQ_ST_DTYPE_COUNT ? dtypes[dtype].name : "?"; }
 
 int rq_st_ggml_type(int dtype) {
     switch (dtype) {
-    case RQ_ST_F32: return RQ_GGML_F32;
-    case RQ_ST_F16: return RQ_GGML_F16;
-    case RQ_ST_BF16: return RQ_GGML_BF16;
-    default: return -1;
+    case RQ_ST_F32:
+        return RQ_GGML_F32;
+    case RQ_ST_F16:
+        return RQ_GGML_F16;
+    case RQ_ST_BF16:
+        return RQ_GGML_BF16;
+    default:
+        return -1;
     }
 }
 
 void rq_st_close(rq_st_file *f) {
     if (!f) return;
-    for (size_t i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
+    for (size_t i = 0; i < f->n_tensors; i++)
+        free(f->tensors[i].name);
     free(f->tensors);
     if (f->mapped) munmap((void *)f->base, f->size);
     free(f->path);
@@ -90,10 +92,12 @@ static int parse_tensor(const rq_st_file *f, const cJSON *j, rq_st_tensor *t, ui
         if (!json_u64(cJSON_GetArrayItem(shape, d), &v) || v > (uint64_t)INT64_MAX)
             return rq_fail("%s: tensor '%s': shape[%d] is not a non-negative integer", p, n, d);
         t->shape[d] = (int64_t)v;
-        if (v == 0) zero = true;
+        if (v == 0)
+            zero = true;
         else if (nel > (uint64_t)INT64_MAX / v)
             return rq_fail("%s: tensor '%s': the shape's element count overflows", p, n);
-        else nel *= v;
+        else
+            nel *= v;
     }
     if (zero) nel = 0;
     t->n_elem = (int64_t)nel;
@@ -128,11 +132,13 @@ static int cmp_name(const void *a, const void *b) {
 static int check_disjoint(const rq_st_file *f) {
     if (f->n_tensors < 2) return 0;
     const rq_st_tensor **s = rq_malloc(f->n_tensors * sizeof *s);
-    for (size_t i = 0; i < f->n_tensors; i++) s[i] = &f->tensors[i];
+    for (size_t i = 0; i < f->n_tensors; i++)
+        s[i] = &f->tensors[i];
     int rc = 0;
     qsort(s, f->n_tensors, sizeof *s, cmp_name);
     for (size_t i = 1; i < f->n_tensors && !rc; i++)
-        if (strcmp(s[i - 1]->name, s[i]->name) == 0) rc = rq_fail("%s: tensor '%s' is listed twice", f->path, s[i]->name);
+        if (strcmp(s[i - 1]->name, s[i]->name) == 0)
+            rc = rq_fail("%s: tensor '%s' is listed twice", f->path, s[i]->name);
     qsort(s, f->n_tensors, sizeof *s, cmp_offset);
     uint64_t end = 0;
     const rq_st_tensor *prev = NULL;
@@ -152,12 +158,15 @@ static int check_disjoint(const rq_st_file *f) {
 static int parse(rq_st_file *f) {
     if (f->size < 8)
         return rq_fail("%s: %zu bytes is too short for a safetensors file (it starts with an 8-byte header "
-                       "length)", f->path, f->size);
+                       "length)",
+                       f->path, f->size);
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | f->base[i];
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | f->base[i];
     if (hlen == 0 || hlen > f->size - 8)
         return rq_fail("%s: header length %llu runs past the end of the file (%zu bytes); the file is truncated or "
-                       "not safetensors", f->path, (unsigned long long)hlen, f->size);
+                       "not safetensors",
+                       f->path, (unsigned long long)hlen, f->size);
     const char *hdr = (const char *)f->base + 8;
     if (hdr[0] != '{') return rq_fail("%s: the header does not start with '{'; not a safetensors file", f->path);
     const char *jend = NULL;
@@ -177,7 +186,8 @@ static int parse(rq_st_file *f) {
     uint64_t data_len = f->size - 8 - hlen;
     const uint8_t *data = f->base + 8 + hlen;
     size_t n = 0;
-    for (const cJSON *j = root->child; j; j = j->next) n++;
+    for (const cJSON *j = root->child; j; j = j->next)
+        n++;
     f->tensors = rq_calloc(n ? n : 1, sizeof *f->tensors);
     int rc = 0;
     for (const cJSON *j = root->child; j && !rc; j = j->next) {

@@ -32,13 +32,13 @@ enum rq_st_dtype {
 
 typedef struct {
     char *name;
-    int dtype;                      /* enum rq_st_dtype */
-    int n_dims;                     /* 0 (a scalar) .. RQ_ST_MAX_DIMS */
-    int64_t shape[RQ_ST_MAX_DIMS];  /* as in the file: [rows, cols], the last one contiguous */
+    int dtype;                     /* enum rq_st_dtype */
+    int n_dims;                    /* 0 (a scalar) .. RQ_ST_MAX_DIMS */
+    int64_t shape[RQ_ST_MAX_DIMS]; /* as in the file: [rows, cols], the last one contiguous */
     int64_t n_elem;
-    uint64_t offset;                /* from the start of the data section */
+    uint64_t offset; /* from the start of the data section */
     size_t nbytes;
-    const void *data;               /* into the mapping; not necessarily aligned */
+    const void *data; /* into the mapping; not necessarily aligned */
 } rq_st_tensor;
 
 typedef struct {

@@ -37,13 +37,13 @@ static void check_batched_vs_ref(const char *arch, int wtype) {
     REQUIRE(m != NULL);
     CHECK(m->cfg.arch->rope_neox == !strcmp(arch, "qwen2"));
     CHECK((m->layers[0].q.b != NULL) == !strcmp(arch, "qwen2"));
-    enum { T = 19 };
+    enum { T = 150 }; /* crosses an attention block boundary (128) */
     int32_t tok[T];
     for (int i = 0; i < T; i++) tok[i] = (i * 31 + 5) % m->cfg.n_vocab;
     float *ref = malloc((size_t)T * m->cfg.n_vocab * sizeof(float));
     float *got = malloc((size_t)T * m->cfg.n_vocab * sizeof(float));
     REQUIRE(rq_forward_ref(m, tok, T, ref) == 0);
-    rq_fwd *f = rq_fwd_new(m, 32);
+    rq_fwd *f = rq_fwd_new(m, 160);
     rq_fwd_logits(m, rq_fwd_hidden(f, tok, T), T, got);
     double e = rel_err(got, ref, (size_t)T * m->cfg.n_vocab);
     CHECKF(e < 1e-5, "%s: batched vs reference relative error %.3g", arch, e);

@@ -32,7 +32,8 @@ typedef struct {
 /* Exactly representable in F32, F16 and BF16: multiples of 1/8 with |v| <= 12.5. */
 static float val(const char *name, int64_t i) {
     uint32_t h = 0;
-    for (const char *p = name; *p; p++) h = h * 31 + (uint8_t)*p;
+    for (const char *p = name; *p; p++)
+        h = h * 31 + (uint8_t)*p;
     return (float)((int64_t)((h + (uint64_t)i * 11) % 201) - 100) / 8.0f;
 }
 
@@ -45,8 +46,10 @@ static void stb_add(st_builder *b, const char *name, const char *dtype, int64_t 
     for (int64_t i = 0; i < n; i++) {
         float v = val(name, i);
         uint8_t *p = b->data + b->dlen + (size_t)i * es;
-        if (es == 4) memcpy(p, &v, 4);
-        else if (es == 1) *p = (uint8_t)(int8_t)v;
+        if (es == 4)
+            memcpy(p, &v, 4);
+        else if (es == 1)
+            *p = (uint8_t)(int8_t)v;
         else {
             uint16_t h = strcmp(dtype, "F16") == 0 ? rq_fp32_to_fp16(v) : rq_fp32_to_bf16(v);
             memcpy(p, &h, 2);
@@ -54,8 +57,10 @@ static void stb_add(st_builder *b, const char *name, const char *dtype, int64_t 
     }
     b->dlen += (size_t)n * es;
     char shape[64];
-    if (cols) snprintf(shape, sizeof shape, "[%lld, %lld]", (long long)rows, (long long)cols);
-    else snprintf(shape, sizeof shape, "[%lld]", (long long)rows);
+    if (cols)
+        snprintf(shape, sizeof shape, "[%lld, %lld]", (long long)rows, (long long)cols);
+    else
+        snprintf(shape, sizeof shape, "[%lld]", (long long)rows);
     b->hlen += (size_t)snprintf(b->hdr + b->hlen, sizeof b->hdr - b->hlen,
                                 "%s\"%s\": {\"dtype\": \"%s\", \"shape\": %s, \"data_offsets\": [%zu, %zu]}",
                                 b->hlen ? ", " : "{\"__metadata__\": {\"format\": \"pt\"}, ", name, dtype, shape, off,
@@ -66,10 +71,12 @@ static void stb_add(st_builder *b, const char *name, const char *dtype, int64_t 
 static uint8_t *stb_bytes(st_builder *b, size_t *size) {
     char hdr[sizeof b->hdr + 16];
     size_t n = (size_t)snprintf(hdr, sizeof hdr, "%s}", b->hlen ? b->hdr : "{");
-    while (n % 8) hdr[n++] = ' ';
+    while (n % 8)
+        hdr[n++] = ' ';
     *size = 8 + n + b->dlen;
     uint8_t *buf = rq_malloc(*size);
-    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)((uint64_t)n >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        buf[i] = (uint8_t)((uint64_t)n >> (8 * i));
     memcpy(buf + 8, hdr, n);
     if (b->dlen) memcpy(buf + 8 + n, b->data, b->dlen);
     return buf;
@@ -155,13 +162,20 @@ static void write_config(const char *dir, bool qwen, bool tied, const char *drop
                                 qwen ? "Qwen2ForCausalLM" : "LlamaForCausalLM", qwen ? "qwen2" : "llama");
     const struct {
         const char *k, *v;
-    } kv[] = {{"hidden_size", "12"},          {"intermediate_size", "20"},       {"num_hidden_layers", "2"},
-              {"num_attention_heads", "2"},   {"num_key_value_heads", "1"},      {"vocab_size", "16"},
-              {"rms_norm_eps", "1e-06"},      {"rope_theta", qwen ? "1000000.0" : "10000.0"},
-              {"max_position_embeddings", "64"}, {"tie_word_embeddings", tied ? "true" : "false"},
+    } kv[] = {{"hidden_size", "12"},
+              {"intermediate_size", "20"},
+              {"num_hidden_layers", "2"},
+              {"num_attention_heads", "2"},
+              {"num_key_value_heads", "1"},
+              {"vocab_size", "16"},
+              {"rms_norm_eps", "1e-06"},
+              {"rope_theta", qwen ? "1000000.0" : "10000.0"},
+              {"max_position_embeddings", "64"},
+              {"tie_word_embeddings", tied ? "true" : "false"},
               {"torch_dtype", "\"bfloat16\""}};
     for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++)
-        if (!drop || strcmp(drop, kv[i].k) != 0) n += (size_t)snprintf(buf + n, sizeof buf - n, ", \"%s\": %s", kv[i].k, kv[i].v);
+        if (!drop || strcmp(drop, kv[i].k) != 0)
+            n += (size_t)snprintf(buf + n, sizeof buf - n, ", \"%s\": %s", kv[i].k, kv[i].v);
     snprintf(buf + n, sizeof buf - n, "%s%s}\n", extra ? ", " : "", extra ? extra : "");
     write_file(dir, "config.json", buf, strlen(buf));
 }
@@ -227,9 +241,14 @@ static void check_model(const char *dir, bool qwen, bool tied) {
     const struct {
         const char *k;
         int64_t v;
-    } ints[] = {{"block_count", NL},         {"embedding_length", E},        {"feed_forward_length", F},
-                {"attention.head_count", NH}, {"attention.head_count_kv", NKV}, {"context_length", 64},
-                {"rope.dimension_count", HD}, {"vocab_size", V}};
+    } ints[] = {{"block_count", NL},
+                {"embedding_length", E},
+                {"feed_forward_length", F},
+                {"attention.head_count", NH},
+                {"attention.head_count_kv", NKV},
+                {"context_length", 64},
+                {"rope.dimension_count", HD},
+                {"vocab_size", V}};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         snprintf(key, sizeof key, "%s.%s", a, ints[i].k);
         CHECKF(rq_gguf_get_int(g, key, &i64) == 0 && i64 == ints[i].v, "%s", key);
@@ -302,10 +321,13 @@ static void test_hf_permutation_literal(void) {
     rq_gguf *g = NULL;
     REQUIRE(rq_hf_open(d, &g) == 0);
     const int64_t q_order[12] = {0, 3, 1, 4, 2, 5, 6, 9, 7, 10, 8, 11}, k_order[6] = {0, 3, 1, 4, 2, 5};
-    const rq_gguf_tensor *q = rq_gguf_tensor_find(g, "blk.1.attn_q.weight"), *k = rq_gguf_tensor_find(g, "blk.1.attn_k.weight");
+    const rq_gguf_tensor *q = rq_gguf_tensor_find(g, "blk.1.attn_q.weight"),
+                         *k = rq_gguf_tensor_find(g, "blk.1.attn_k.weight");
     REQUIRE(q && k);
-    for (int r = 0; r < 12; r++) CHECK(elem(q, r * E + 5) == val("model.layers.1.self_attn.q_proj.weight", q_order[r] * E + 5));
-    for (int r = 0; r < 6; r++) CHECK(elem(k, r * E) == val("model.layers.1.self_attn.k_proj.weight", k_order[r] * E));
+    for (int r = 0; r < 12; r++)
+        CHECK(elem(q, r * E + 5) == val("model.layers.1.self_attn.q_proj.weight", q_order[r] * E + 5));
+    for (int r = 0; r < 6; r++)
+        CHECK(elem(k, r * E) == val("model.layers.1.self_attn.k_proj.weight", k_order[r] * E));
     rq_gguf_close(g);
 }
 
@@ -314,7 +336,8 @@ static void test_hf_permutation_literal(void) {
 static int st_mem(const char *hdr, size_t data_len) {
     size_t hl = strlen(hdr), n = 8 + hl + data_len;
     uint8_t *buf = rq_calloc(1, n);
-    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        buf[i] = (uint8_t)((uint64_t)hl >> (8 * i));
     memcpy(buf + 8, hdr, hl);
     rq_st_file *f = NULL;
     int rc = rq_st_open_mem(buf, n, "mem.safetensors", &f);
@@ -326,16 +349,17 @@ static int st_mem(const char *hdr, size_t data_len) {
 #define REFUSED(expr, needle)                                                                                          \
     do {                                                                                                               \
         int rc_ = (expr);                                                                                              \
-        CHECKF(rc_ != 0 && strstr(rq_error(), needle), "expected a refusal mentioning '%s', got rc %d: %s", needle,   \
+        CHECKF(rc_ != 0 && strstr(rq_error(), needle), "expected a refusal mentioning '%s', got rc %d: %s", needle,    \
                rc_, rc_ ? rq_error() : "");                                                                            \
-        if (rc_) printf("  refused: %s\n", rq_error());                                                               \
+        if (rc_) printf("  refused: %s\n", rq_error());                                                                \
     } while (0)
 
 static void test_st_valid_minimal(void) {
     CHECKF(st_mem("{\"a\": {\"dtype\": \"F32\", \"shape\": [2, 2], \"data_offsets\": [0, 16]}}", 16) == 0, "%s",
            rq_error());
     CHECKF(st_mem("{}", 0) == 0, "%s", rq_error());
-    CHECKF(st_mem("{\"s\": {\"dtype\": \"BF16\", \"shape\": [], \"data_offsets\": [0, 2]}}  ", 2) == 0, "%s", rq_error());
+    CHECKF(st_mem("{\"s\": {\"dtype\": \"BF16\", \"shape\": [], \"data_offsets\": [0, 2]}}  ", 2) == 0, "%s",
+           rq_error());
 }
 
 static void test_st_refuses_damage(void) {
@@ -345,19 +369,27 @@ static void test_st_refuses_damage(void) {
     /* header length past the end */
     uint8_t hdr[16] = {0xff, 0xff, 0, 0, 0, 0, 0, 0, '{', '}'};
     REFUSED(rq_st_open_mem(hdr, sizeof hdr, "long.safetensors", &f), "header length");
-    REFUSED(st_mem("{\"a\": {\"dtype\": \"F32\", \"shape\": [2, 2], \"data_offsets\": [0, 16]}}", 12), "outside the data");
-    REFUSED(st_mem("{\"a\": {\"dtype\": \"F32\", \"shape\": [2, 2], \"data_offsets\": [8, 4]}}", 16), "outside the data");
+    REFUSED(st_mem("{\"a\": {\"dtype\": \"F32\", \"shape\": [2, 2], \"data_offsets\": [0, 16]}}", 12),
+            "outside the data");
+    REFUSED(st_mem("{\"a\": {\"dtype\": \"F32\", \"shape\": [2, 2], \"data_offsets\": [8, 4]}}", 16),
+            "outside the data");
     REFUSED(st_mem("{\"a\": {\"dtype\": \"F32\", \"shape\": [2, 2], \"data_offsets\": [0, 12]}}", 16), "need 16");
     REFUSED(st_mem("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}, "
-                   "\"b\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [4, 12]}}", 16), "overlap");
+                   "\"b\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [4, 12]}}",
+                   16),
+            "overlap");
     REFUSED(st_mem("{\"a\": {\"dtype\": \"F7\", \"shape\": [2], \"data_offsets\": [0, 8]}}", 8), "unknown dtype 'F7'");
     REFUSED(st_mem("{\"a\": {\"dtype\": \"F32\", \"shape\": [-2], \"data_offsets\": [0, 8]}}", 8), "shape[0]");
     REFUSED(st_mem("{\"a\": {\"dtype\": \"F32\", \"shape\": [2.5], \"data_offsets\": [0, 8]}}", 8), "shape[0]");
     REFUSED(st_mem("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0]}}", 8), "data_offsets");
     REFUSED(st_mem("{\"a\": {\"dtype\": \"F32\", \"shape\": [4294967296, 4294967296, 4294967296], "
-                   "\"data_offsets\": [0, 8]}}", 8), "overflows");
+                   "\"data_offsets\": [0, 8]}}",
+                   8),
+            "overflows");
     REFUSED(st_mem("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}, "
-                   "\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [8, 16]}}", 16), "listed twice");
+                   "\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [8, 16]}}",
+                   16),
+            "listed twice");
     REFUSED(st_mem("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}", 8), "does not parse");
     REFUSED(st_mem("{\"a\": 3}", 0), "not a JSON object");
 }
@@ -389,7 +421,8 @@ static void test_st_truncations_and_flips(void) {
     }
     CHECKF(ok == 1, "%d truncations accepted, expected only the whole file", ok);
     uint64_t hl = 0;
-    for (int i = 7; i >= 0; i--) hl = hl << 8 | full[i];
+    for (int i = 7; i >= 0; i--)
+        hl = hl << 8 | full[i];
     for (size_t at = 0; at < 8 + hl; at++)
         for (int bit = 0; bit < 8; bit++) {
             uint8_t *p = rq_malloc(n);
@@ -420,6 +453,9 @@ static void test_hf_refuses_damage(void) {
     REFUSED(rq_hf_open(d, &(rq_gguf *){0}), "quantized (quant_method awq)");
     write_config(d, false, false, "num_key_value_heads", "\"num_key_value_heads\": 0");
     REFUSED(rq_hf_open(d, &(rq_gguf *){0}), "'num_key_value_heads' must be a positive integer");
+    /* absurd sizes fail on the first missing tensor instead of allocating for them */
+    write_config(d, false, false, "num_hidden_layers", "\"num_hidden_layers\": 1000000000");
+    REFUSED(rq_hf_open(d, &(rq_gguf *){0}), "'model.layers.2.input_layernorm.weight' is missing");
     write_config(d, false, false, NULL, NULL);
     write_file(d, "config.json", "{\"model_type\": \"gpt2\"}", 22);
     REFUSED(rq_hf_open(d, &(rq_gguf *){0}), "model_type 'gpt2' is not supported");
