@@ -58,6 +58,7 @@ typedef struct {
     int slice_n;             // logits stored per position, strided over the vocab
     int top_k;
     int n_threads;
+    enum ggml_type kv_type;  // K and V cache type; f32 keeps the whole pass in f32
     const char *prov[MAX_PROV];  // extra "key=value" provenance from the caller
     int n_prov;
 } logits_config;
@@ -262,6 +263,7 @@ static int run(const logits_config *cfg) {
     cp.n_seq_max = 1;
     cp.n_threads = cp.n_threads_batch = cfg->n_threads;
     cp.no_perf = true;
+    cp.type_k = cp.type_v = cfg->kv_type;
     ctx = llama_init_from_model(model, cp);
     if (!ctx) {
         fprintf(stderr, "rq-llamacpp-logits: cannot create a context of %d tokens\n", n_tok);
@@ -298,8 +300,8 @@ static int run(const logits_config *cfg) {
                        "add_special=1, parse_special=0)\n",
                 n_tok, text_base ? text_base + 1 : cfg->text_file);
     sb_addf(&prov, "decode=one llama_decode of all %d tokens at positions 0..%d, seq 0, n_ctx=%u, "
-                   "n_threads=%d, flash_attn=%d, type_k=%d, type_v=%d\n",
-            n_tok, n_tok - 1, llama_n_ctx(ctx), cfg->n_threads, cp.flash_attn, cp.type_k, cp.type_v);
+                   "n_threads=%d, flash_attn=%d, kv_cache=%s\n",
+            n_tok, n_tok - 1, llama_n_ctx(ctx), cfg->n_threads, cp.flash_attn, ggml_type_name(cfg->kv_type));
     sb_addf(&prov, "system_info=%s\n", llama_print_system_info());
     for (int i = 0; i < cfg->n_prov; i++) sb_addf(&prov, "%s\n", cfg->prov[i]);
     scratch = malloc((size_t)(2 * cfg->top_k + cfg->slice_n) * sizeof(float));
@@ -362,6 +364,7 @@ static void usage(void) {
             "  --slice N      logits stored per position, ids j*(n_vocab/N) (default 256)\n"
             "  --top-k K      top-k (id, logit) pairs per position (default 16)\n"
             "  -t N           threads (default 1, for a reproducible summation order)\n"
+            "  --kv TYPE      K/V cache type, f32 or f16 (default f32; llama-perplexity uses f16)\n"
             "  --prov K=V     extra provenance line (repeatable, up to %d)\n",
             MAX_PROV);
 }
@@ -376,7 +379,7 @@ static int parse_int(const char *s, int lo, int *out) {
 }
 
 int main(int argc, char **argv) {
-    logits_config cfg = {.n_tokens = 16, .n_pos = 0, .slice_n = 256, .top_k = 16, .n_threads = 1};
+    logits_config cfg = {.n_tokens = 16, .slice_n = 256, .top_k = 16, .n_threads = 1, .kv_type = GGML_TYPE_F32};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -404,6 +407,13 @@ int main(int argc, char **argv) {
             bad = parse_int(v, 1, &cfg.top_k);
         } else if (!strcmp(a, "-t")) {
             bad = parse_int(v, 1, &cfg.n_threads);
+        } else if (!strcmp(a, "--kv")) {
+            if (!strcmp(v, "f32"))
+                cfg.kv_type = GGML_TYPE_F32;
+            else if (!strcmp(v, "f16"))
+                cfg.kv_type = GGML_TYPE_F16;
+            else
+                bad = 1;
         } else if (!strcmp(a, "--prov")) {
             if (cfg.n_prov == MAX_PROV || !strchr(v, '=') || strchr(v, '\n'))
                 bad = 1;
