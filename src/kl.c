@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ppl.h"
 #include "util.h"
 
 static const char KL_MAGIC[8] = {'R', 'Q', 'K', 'L', 'B', 'A', 'S', 'E'};
@@ -29,16 +30,6 @@ typedef struct {
     int32_t ids[RQ_KL_TOPK];
     float logp[RQ_KL_TOPK];
 } kl_record;
-
-/* log-softmax statistics of one row: max and log of the sum of exp(x - max) */
-static void lse(const float *x, int n, float *mx, double *lsum) {
-    float m = x[0];
-    for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
-    double s = 0;
-    for (int i = 0; i < n; i++) s += expf(x[i] - m);
-    *mx = m;
-    *lsum = log(s);
-}
 
 /* ids of the K largest entries, largest first (insertion into a sorted list;
  * most entries fail the first comparison, so this stays O(n) in practice) */
@@ -95,7 +86,7 @@ void rq_kl_saver_row(void *saver, int64_t k, const float *logits, int n_vocab, i
     kl_record r;
     float mx;
     double ls;
-    lse(logits, n_vocab, &mx, &ls);
+    rq_lse_stats(logits, n_vocab, &mx, &ls);
     r.target = target;
     r.nll = (float)-((double)(logits[target] - mx) - ls);
     topk(logits, n_vocab, r.ids);
@@ -175,7 +166,7 @@ void rq_kl_cmp_row(void *cmp, int64_t k, const float *logits, int n_vocab, int32
     }
     float mx;
     double ls;
-    lse(logits, n_vocab, &mx, &ls);
+    rq_lse_stats(logits, n_vocab, &mx, &ls);
     double kl = 0, pin = 0, qin = 0;
     for (int i = 0; i < RQ_KL_TOPK; i++) {
         double lp = r->logp[i], lq = (double)(logits[r->ids[i]] - mx) - ls, p = exp(lp);

@@ -15,12 +15,22 @@
 
 #define LOGIT_ROWS 256 /* logits are computed this many rows at a time */
 
+void rq_lse_stats(const float *x, int n, float *mx, double *log_sum) {
+    float m = x[0];
+    for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    double s = 0;
+    for (int i = 0; i < n; i++) s += expf(x[i] - m);
+    *mx = m;
+    /* s >= 1: the maximum contributes exp(0) */
+    // cppcheck-suppress invalidFunctionArg
+    *log_sum = log(s);
+}
+
 double rq_nll_of(const float *logits, int n_vocab, int target) {
-    float mx = logits[0];
-    for (int i = 1; i < n_vocab; i++) mx = logits[i] > mx ? logits[i] : mx;
-    double sum = 0;
-    for (int i = 0; i < n_vocab; i++) sum += expf(logits[i] - mx);
-    return -((double)(logits[target] - mx) - log(sum));
+    float mx;
+    double ls;
+    rq_lse_stats(logits, n_vocab, &mx, &ls);
+    return -((double)(logits[target] - mx) - ls);
 }
 
 char *rq_ppl_gptq_text(const char *text, size_t len, size_t *out_len) {

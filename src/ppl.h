@@ -57,4 +57,8 @@ char *rq_ppl_gptq_text(const char *text, size_t len, size_t *out_len);
  * sum of exponentials in double). */
 double rq_nll_of(const float *logits, int n_vocab, int target);
 
+/* The pieces of a log-softmax: the maximum and log(sum exp(x - max)), the sum in
+ * double; log p(i) = x[i] - max - log_sum. */
+void rq_lse_stats(const float *x, int n, float *mx, double *log_sum);
+
 #endif
