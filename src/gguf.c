@@ -335,6 +335,13 @@ int rq_gguf_open(const char *path, rq_gguf **out) {
     return 0;
 }
 
+void rq_gguf_release(const rq_gguf *g, const rq_gguf_tensor *t) {
+    if (!g->mapped || t->nbytes == 0) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)t->data + page - 1) / page * page, hi = ((uintptr_t)t->data + t->nbytes) / page * page;
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED); /* a hint: failure changes nothing */
+}
+
 const rq_gguf_kv *rq_gguf_find(const rq_gguf *g, const char *key) {
     for (uint64_t i = 0; i < g->n_kv; i++)
         if (strcmp(g->kv[i].key, key) == 0) return &g->kv[i];

@@ -100,6 +100,10 @@ int rq_gguf_get_str(const rq_gguf *g, const char *key, rq_str *out);
 int rq_gguf_get_arr(const rq_gguf *g, const char *key, int elem_type, uint64_t *n, const void **data);
 int rq_gguf_get_strs(const rq_gguf *g, const char *key, uint64_t *n, const rq_str **strs);
 
+/* Tell the kernel a tensor's bytes are no longer needed (after dequantizing
+ * them), so a mapped file's pages do not add to the resident set. */
+void rq_gguf_release(const rq_gguf *g, const rq_gguf_tensor *t);
+
 const char *rq_gguf_vtype_name(int type);
 bool rq_str_eq(rq_str s, const char *c);
 

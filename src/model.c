@@ -110,7 +110,9 @@ static float *load_tensor(const rq_gguf *g, const char *name, int64_t ne0, int64
         return NULL;
     }
     float *dst = rq_malloc((size_t)(ne0 * ne1) * sizeof(float));
-    if (rq_ggml_to_float(t->type, t->data, dst, ne0 * ne1)) {
+    int rc = rq_ggml_to_float(t->type, t->data, dst, ne0 * ne1);
+    rq_gguf_release(g, t);
+    if (rc) {
         rq_fail_ctx("%s: tensor '%s'", g->path, name);
         free(dst);
         *err = 1;
