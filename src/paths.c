@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "util.h"
@@ -25,6 +26,10 @@ int rq_resolve_model(const char *arg, char *buf, size_t cap) {
         snprintf(buf, cap, "%s", arg);
         return 0;
     }
+    if (strchr(arg, '/') || strstr(arg, ".gguf"))
+        return rq_fail("model file '%s' not found (give a GGUF file, a Hugging Face folder, or a packaged name from "
+                       "'repliq list')",
+                       arg);
     char dir[1024];
     rq_cache_dir(dir, sizeof dir);
     snprintf(buf, cap, "%s/%s.gguf", dir, arg);
