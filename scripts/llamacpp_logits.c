@@ -8,8 +8,8 @@
 //   char     magic[8]        "RQLOGITS"
 //   uint32   version         1
 //   uint32   n_vocab
-//   uint32   n_tokens        tokens decoded, positions 0 .. n_tokens-1, one sequence, no BOS
-//                            unless the input ids carry it
+//   uint32   n_tokens        tokens decoded in one batch, positions 0 .. n_tokens-1, one sequence,
+//                            no BOS unless the input carries it; K/V cache f32 by default (--kv)
 //   uint32   n_pos           positions stored: the last n_pos, i.e. first_pos = n_tokens - n_pos
 //   uint32   slice_n         logits stored per position at ids j*slice_stride, j < slice_n
 //   uint32   slice_stride

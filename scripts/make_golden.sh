@@ -17,7 +17,8 @@
 #      add_eos is off). As a check, llama-perplexity --chunks 1 --kl-divergence-base writes the
 #      ids it really uses; its first 512 must match.
 #  (c) logits-MODEL.bin: rq-llamacpp-logits (scripts/llamacpp_logits.c) on MODEL.f32.gguf, the
-#      first 16 tokens of wiki.test.raw, one thread; layout in that file's header comment.
+#      first 16 tokens of wiki.test.raw, one thread, f32 K/V cache (llama-perplexity's default is
+#      f16), so the whole pass is f32; layout in that file's header comment.
 #
 # Token file format (text, one item per line, "key value"):
 #   RQTOKGOLD 1
@@ -174,11 +175,11 @@ print(int(bool(f.parts[f.data[0]][0])) if f else "unset")' "$src")
 
     log "$m: logits of the first $LOGITS_TOKENS tokens of wiki.test.raw"
     "$BIN/rq-llamacpp-logits" -m "$f32" -o "$OUT/logits-$m.bin" -f "$DATA/wiki.test.raw" \
-        -n "$LOGITS_TOKENS" -t 1 \
+        -n "$LOGITS_TOKENS" -t 1 --kv f32 \
         --prov "model_sha256=$f32_sha" \
         --prov "model_source=$m.gguf sha256=$src_sha, converted with llama-quantize --allow-requantize $m.gguf $m.f32.gguf F32" \
         --prov "text=wiki.test.raw sha256=$(sha "$DATA/wiki.test.raw")" \
-        --prov "command=rq-llamacpp-logits -m $m.f32.gguf -o logits-$m.bin -f wiki.test.raw -n $LOGITS_TOKENS -t 1 (scripts/make_golden.sh)"
+        --prov "command=rq-llamacpp-logits -m $m.f32.gguf -o logits-$m.bin -f wiki.test.raw -n $LOGITS_TOKENS -t 1 --kv f32 (scripts/make_golden.sh)"
     # Its ids must be the first ids of the token golden.
     "$PYTHON" - "$OUT/logits-$m.bin" "$OUT/tokens-$m-wiki.test.txt" <<'EOF'
 import struct, sys

@@ -80,7 +80,7 @@ static void check_model_logits(const char *name, const char *fixture) {
         }
         /* the top ids must carry the same logits here (order may differ only among near-ties) */
         for (uint32_t k = 0; k < g.top_k; k++)
-            if (fabs((double)row[top_id[k]] - top_lg[k]) > 2e-3 * fmax(1.0, fabs(top_lg[k]))) top_mismatch++;
+            if (fabs((double)row[top_id[k]] - top_lg[k]) > 1e-4 * fmax(1.0, fabs(top_lg[k]))) top_mismatch++;
         int am = 0;
         for (int i = 1; i < nv; i++)
             if (row[i] > row[am]) am = i;
@@ -89,9 +89,10 @@ static void check_model_logits(const char *name, const char *fixture) {
     printf("  %s: %u positions; largest |logit diff| %.3g (max |logit| %.3g), |logsumexp diff| %.3g, "
            "|nll diff| %.3g\n",
            name, g.n_pos, worst_slice, scale, worst_lse, worst_nll);
-    /* llama.cpp keeps K and V in f16 (type_k=1 in the fixture), repliq in f32 */
-    CHECKF(worst_slice < 2e-3 * scale, "logits differ by %.3g", worst_slice);
-    CHECKF(worst_nll < 2e-3, "nll differs by %.3g", worst_nll);
+    /* both in f32 (the fixture's llama.cpp run keeps K and V in f32 too): only
+     * summation order differs; about 2e-6 of the largest logit was seen */
+    CHECKF(worst_slice < 1e-5 * scale, "logits differ by %.3g", worst_slice);
+    CHECKF(worst_nll < 2e-4, "nll differs by %.3g", worst_nll);
     CHECK(top_mismatch == 0);
     free(lg);
     rq_fwd_free(f);
