@@ -198,7 +198,7 @@ void rq_gguf_close(rq_gguf *g) {
     free(g->kv);
     for (uint64_t i = 0; i < g->n_tensors; i++) free(g->tensors[i].name);
     free(g->tensors);
-    if (g->mapped) munmap((void *)g->base, g->size);
+    if (g->mapped) rq_unmap_file(g->base, g->size);
     if (g->free_aux) g->free_aux(g->aux);
     free(g->path);
     free(g);
@@ -305,23 +305,9 @@ int rq_gguf_open_mem(const void *buf, size_t size, const char *name, rq_gguf **o
 }
 
 int rq_gguf_open(const char *path, rq_gguf **out) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return rq_fail("cannot open '%s': %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return rq_fail("'%s' is not a regular file", path);
-    }
-    size_t size = (size_t)st.st_size;
-    void *map = NULL;
-    if (size > 0) {
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            close(fd);
-            return rq_fail("cannot map '%s': %s", path, strerror(errno));
-        }
-    }
-    close(fd);
+    const void *map;
+    size_t size;
+    if (rq_map_file(path, &map, &size)) return -1;
     rq_gguf *g = rq_calloc(1, sizeof *g);
     g->path = rq_strdup(path);
     g->base = map;

@@ -45,7 +45,7 @@ void rq_st_close(rq_st_file *f) {
     for (size_t i = 0; i < f->n_tensors; i++)
         free(f->tensors[i].name);
     free(f->tensors);
-    if (f->mapped) munmap((void *)f->base, f->size);
+    if (f->mapped) rq_unmap_file(f->base, f->size);
     free(f->path);
     free(f);
 }
@@ -215,28 +215,14 @@ int rq_st_open_mem(const void *buf, size_t size, const char *name, rq_st_file **
 }
 
 int rq_st_open(const char *path, rq_st_file **out) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return rq_fail("cannot open '%s': %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return rq_fail("'%s' is not a regular file", path);
-    }
+    const void *map;
+    size_t size;
+    if (rq_map_file(path, &map, &size)) return -1;
     rq_st_file *f = rq_calloc(1, sizeof *f);
     f->path = rq_strdup(path);
-    f->size = (size_t)st.st_size;
-    if (f->size > 0) {
-        void *m = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED) {
-            rq_fail("cannot map '%s': %s", path, strerror(errno));
-            close(fd);
-            rq_st_close(f);
-            return -1;
-        }
-        f->base = m;
-        f->mapped = true;
-    }
-    close(fd);
+    f->base = map;
+    f->size = size;
+    f->mapped = map != NULL;
     if (parse(f)) {
         rq_st_close(f);
         return -1;

@@ -6,7 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -78,6 +81,33 @@ size_t rq_peak_rss(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return (size_t)ru.ru_maxrss * 1024; /* Linux reports KiB */
+}
+
+int rq_map_file(const char *path, const void **base, size_t *size) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return rq_fail("cannot open '%s': %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return rq_fail("'%s' is not a regular file", path);
+    }
+    void *map = NULL;
+    if (st.st_size > 0) {
+        map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            return rq_fail("cannot map '%s': %s", path, strerror(e));
+        }
+    }
+    close(fd);
+    *base = map;
+    *size = (size_t)st.st_size;
+    return 0;
+}
+
+void rq_unmap_file(const void *base, size_t size) {
+    if (base) munmap((void *)base, size);
 }
 
 int rq_read_file(const char *path, char **data, size_t *len) {

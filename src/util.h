@@ -24,6 +24,10 @@ char *rq_strndup(const char *s, size_t n);
 double rq_time(void);      /* seconds, monotonic */
 size_t rq_peak_rss(void);  /* bytes, this process's high-water mark */
 
+/* Map a regular file read-only. *base is NULL for an empty file (nothing to unmap). */
+int rq_map_file(const char *path, const void **base, size_t *size);
+void rq_unmap_file(const void *base, size_t size);
+
 /* Whole-file read into a NUL-terminated buffer. */
 int rq_read_file(const char *path, char **data, size_t *len);
 
