@@ -3,12 +3,9 @@
  * is refused with a message and never read out of bounds. */
 #include "gguf.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ggml_types.h"

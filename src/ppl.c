@@ -26,6 +26,10 @@ void rq_lse_stats(const float *x, int n, float *mx, double *log_sum) {
     *log_sum = log(s);
 }
 
+int rq_ppl_ctx(const rq_ppl_params *p) {
+    return p->n_ctx > 0 ? p->n_ctx : (p->protocol == RQ_PPL_LLAMACPP ? 512 : 2048);
+}
+
 double rq_nll_of(const float *logits, int n_vocab, int target) {
     float mx;
     double ls;
@@ -96,7 +100,7 @@ int rq_ppl_eval_tokens(const rq_model *m, const rq_ppl_params *p, const int32_t 
                        rq_ppl_result *r) {
     memset(r, 0, sizeof *r);
     bool llamacpp = p->protocol == RQ_PPL_LLAMACPP;
-    int n_ctx = p->n_ctx > 0 ? p->n_ctx : (llamacpp ? 512 : 2048);
+    int n_ctx = rq_ppl_ctx(p);
     if (n_ctx < 4) return rq_fail("context %d is too short (at least 4 tokens)", n_ctx);
     for (size_t i = 0; i < n_tok; i++)
         if (tok[i] < 0 || tok[i] >= m->cfg.n_vocab)

@@ -36,6 +36,9 @@ typedef struct {
     float *nll;         /* per scored token, in order (n_scored); owned, free() it */
 } rq_ppl_result;
 
+/* The context a run uses: p->n_ctx, or the protocol's default (512 / 2048). */
+int rq_ppl_ctx(const rq_ppl_params *p);
+
 /* Build the token stream a protocol evaluates from raw file bytes. Fails on empty
  * or non-UTF-8 text. */
 int rq_ppl_tokens(const rq_model *m, const rq_ppl_params *p, const char *text, size_t len, int32_t **tokens,

@@ -67,11 +67,10 @@ static void check_model_logits(const char *name, const char *fixture) {
         const float *top_lg = (const float *)(const void *)(rec + 32 + 4 * g.top_k);
         const float *slice = (const float *)(const void *)(rec + 32 + 8 * g.top_k);
         const float *row = lg + (size_t)pos * nv;
-        float mx = row[0];
-        for (int i = 1; i < nv; i++) mx = row[i] > mx ? row[i] : mx;
-        double s = 0;
-        for (int i = 0; i < nv; i++) s += exp((double)row[i] - mx);
-        double lse = mx + log(s);
+        float mx;
+        double ls;
+        rq_lse_stats(row, nv, &mx, &ls);
+        double lse = mx + ls;
         worst_lse = fmax(worst_lse, fabs(lse - st[0]));
         if (pos + 1 < T) worst_nll = fmax(worst_nll, fabs((lse - row[g.tokens[pos + 1]]) - st[3]));
         for (uint32_t j = 0; j < g.slice_n; j++) {

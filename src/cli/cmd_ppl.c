@@ -59,7 +59,7 @@ int cmd_ppl(int argc, char **argv) {
     }
     fprintf(stderr, "repliq ppl: loaded %s (%s, %lld params) in %.1fs\n", mpath, m->cfg.arch->name,
             (long long)m->n_params, rq_time() - t0);
-    int n_ctx = p.n_ctx > 0 ? p.n_ctx : (p.protocol == RQ_PPL_GPTQ ? 2048 : 512);
+    int n_ctx = rq_ppl_ctx(&p);
     rq_kl_saver *saver = NULL;
     rq_kl_cmp *cmp = NULL;
     int rc = 0;
