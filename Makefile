@@ -10,7 +10,7 @@ OPT ?= -O2
 CFLAGS_BASE = -std=c11 -g $(OPT) -Wall -Wextra -Werror -D_GNU_SOURCE -ffp-contract=off -pthread \
               -Isrc $(shell pkg-config --cflags libcjson libpcre2-8 2>/dev/null) -I/usr/include/x86_64-linux-gnu/openblas-pthread
 CFLAGS += $(CFLAGS_BASE) $(EXTRA_CFLAGS)
-LDLIBS = -lopenblas -llapacke -lpcre2-8 -lcjson -lm -pthread
+LDLIBS = -lopenblas -llapacke -lpcre2-8 -lcjson -llzma -lcrypto -lm -pthread
 SRCDIR = $(abspath .)
 CFLAGS += -DRQ_SOURCE_DIR='"$(SRCDIR)"'
 
@@ -19,7 +19,7 @@ CLI_SRC := $(wildcard src/cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 BENCH_SRC := $(wildcard bench/*.c)
 # shell tests (no C code to sanitize: the sanitizer run skips them)
-SCRIPT_TESTS ?= tests/test_pull.sh tests/test_cli.sh
+SCRIPT_TESTS ?= tests/test_pull.sh tests/test_cli.sh tests/test_bpw.sh
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)

@@ -2,7 +2,7 @@
 # Installs what repliq needs on a fresh Debian 12 machine (compiler, OpenBLAS,
 # LAPACKE, PCRE2, cJSON) and does nothing when all of it is already there.
 set -euo pipefail
-pkgs=(build-essential pkg-config libopenblas-dev liblapacke-dev libpcre2-dev libcjson-dev python3 python3-pip xz-utils)
+pkgs=(build-essential pkg-config libopenblas-dev liblapacke-dev libpcre2-dev libcjson-dev liblzma-dev libssl-dev python3 python3-pip xz-utils)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

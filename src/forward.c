@@ -7,12 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "actq.h"
 #include "util.h"
 
 void openblas_set_num_threads(int num_threads);
 
 struct rq_fwd {
-    const rq_model *m;
+    const rq_model *m; /* NULL when made from a configuration alone */
+    rq_config cfg;
+    rq_actq actq;
     int n_ctx;
     float *x, *h, *q, *k, *v, *att, *scores, *g, *u;
     float *rope_cos, *rope_sin; /* [n_ctx, head_dim/2] */
@@ -21,11 +24,19 @@ struct rq_fwd {
 void rq_set_threads(int n) { openblas_set_num_threads(n > 0 ? n : 1); }
 
 rq_fwd *rq_fwd_new(const rq_model *m, int n_ctx) {
-    const rq_config *c = &m->cfg;
+    rq_fwd *f = rq_fwd_new_cfg(&m->cfg, n_ctx);
+    f->m = m;
+    f->actq = m->actq;
+    return f;
+}
+
+void rq_fwd_set_actq(rq_fwd *f, const rq_actq *a) { f->actq = *a; }
+
+rq_fwd *rq_fwd_new_cfg(const rq_config *c, int n_ctx) {
     rq_fwd *f = rq_calloc(1, sizeof *f);
+    f->cfg = *c;
     size_t T = (size_t)n_ctx, E = (size_t)c->n_embd, Dq = (size_t)c->n_head * c->head_dim,
            Dkv = (size_t)c->n_head_kv * c->head_dim, F = (size_t)c->n_ff;
-    f->m = m;
     f->n_ctx = n_ctx;
     f->x = rq_malloc(T * E * sizeof(float));
     f->h = rq_malloc(T * E * sizeof(float));
@@ -117,7 +128,7 @@ static void rope(const rq_fwd *f, float *v, int n, int n_heads, int hd, bool neo
 #define ATT_BLOCK 128 /* query rows per block: keys past the block's last row are never computed */
 
 static void attention(rq_fwd *f, int n) {
-    const rq_config *c = &f->m->cfg;
+    const rq_config *c = &f->cfg;
     int hd = c->head_dim, nh = c->n_head, nkv = c->n_head_kv, group = nh / nkv;
     int ldq = nh * hd, ldk = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
@@ -145,35 +156,58 @@ static void attention(rq_fwd *f, int n) {
     }
 }
 
+/* The simulated activation quantization of a linear layer's input x[n, dim]. */
+static void act_in(const rq_fwd *f, float *x, int n, int dim) {
+    rq_actq_tokens(x, n, dim, f->actq.a_bits, f->actq.a_clip, f->actq.a_bf16);
+}
+
+void rq_fwd_layer(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx) {
+    const rq_config *c = &f->cfg;
+    int E = c->n_embd, Dq = c->n_head * c->head_dim;
+    rmsnorm(x, L->attn_norm, n, E, c->norm_eps, f->h);
+    act_in(f, f->h, n, E);
+    if (hook) hook(ctx, layer, RQ_HOOK_ATTN_IN, f->h, n, E);
+    linear(&L->q, f->h, n, f->q);
+    linear(&L->k, f->h, n, f->k);
+    linear(&L->v, f->h, n, f->v);
+    rope(f, f->q, n, c->n_head, c->head_dim, c->arch->rope_neox);
+    rope(f, f->k, n, c->n_head_kv, c->head_dim, c->arch->rope_neox);
+    rq_kvq_tokens(f->k, n, c->n_head_kv, c->head_dim, f->actq.kv_bits);
+    rq_kvq_tokens(f->v, n, c->n_head_kv, c->head_dim, f->actq.kv_bits);
+    attention(f, n);
+    act_in(f, f->att, n, Dq);
+    if (hook) hook(ctx, layer, RQ_HOOK_O_IN, f->att, n, Dq);
+    /* x += att Wo^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, E, (int)L->o.cols, 1.0f, f->att, (int)L->o.cols, L->o.w,
+                (int)L->o.cols, 1.0f, x, E);
+    rmsnorm(x, L->ffn_norm, n, E, c->norm_eps, f->h);
+    act_in(f, f->h, n, E);
+    if (hook) hook(ctx, layer, RQ_HOOK_FFN_IN, f->h, n, E);
+    linear(&L->gate, f->h, n, f->g);
+    linear(&L->up, f->h, n, f->u);
+    size_t nf = (size_t)n * c->n_ff;
+    for (size_t i = 0; i < nf; i++) {
+        float g = f->g[i];
+        f->g[i] = g / (1.0f + expf(-g)) * f->u[i];
+    }
+    act_in(f, f->g, n, c->n_ff);
+    if (hook) hook(ctx, layer, RQ_HOOK_DOWN_IN, f->g, n, c->n_ff);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, E, c->n_ff, 1.0f, f->g, c->n_ff, L->down.w, c->n_ff, 1.0f,
+                x, E);
+}
+
+void rq_fwd_norm_out(rq_fwd *f, const float *out_norm, const float *x, int n, float *y) {
+    rmsnorm(x, out_norm, n, f->cfg.n_embd, f->cfg.norm_eps, y);
+}
+
 const float *rq_fwd_hidden(rq_fwd *f, const int32_t *tokens, int n) {
     const rq_model *m = f->m;
     const rq_config *c = &m->cfg;
     int E = c->n_embd;
     for (int t = 0; t < n; t++) memcpy(f->x + (size_t)t * E, m->tok_embd + (size_t)tokens[t] * E, E * sizeof(float));
-    for (int l = 0; l < c->n_layer; l++) {
-        const rq_layer *L = &m->layers[l];
-        rmsnorm(f->x, L->attn_norm, n, E, c->norm_eps, f->h);
-        linear(&L->q, f->h, n, f->q);
-        linear(&L->k, f->h, n, f->k);
-        linear(&L->v, f->h, n, f->v);
-        rope(f, f->q, n, c->n_head, c->head_dim, c->arch->rope_neox);
-        rope(f, f->k, n, c->n_head_kv, c->head_dim, c->arch->rope_neox);
-        attention(f, n);
-        /* x += att Wo^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, E, (int)L->o.cols, 1.0f, f->att, (int)L->o.cols,
-                    L->o.w, (int)L->o.cols, 1.0f, f->x, E);
-        rmsnorm(f->x, L->ffn_norm, n, E, c->norm_eps, f->h);
-        linear(&L->gate, f->h, n, f->g);
-        linear(&L->up, f->h, n, f->u);
-        size_t nf = (size_t)n * c->n_ff;
-        for (size_t i = 0; i < nf; i++) {
-            float g = f->g[i];
-            f->g[i] = g / (1.0f + expf(-g)) * f->u[i];
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, E, c->n_ff, 1.0f, f->g, c->n_ff, L->down.w, c->n_ff,
-                    1.0f, f->x, E);
-    }
+    for (int l = 0; l < c->n_layer; l++) rq_fwd_layer(f, &m->layers[l], l, f->x, n, NULL, NULL);
     rmsnorm(f->x, m->out_norm, n, E, c->norm_eps, f->h);
+    act_in(f, f->h, n, E);
     return f->h;
 }
 

@@ -10,8 +10,22 @@
 /* Scratch buffers for sequences of up to n_ctx tokens, reused across calls. */
 typedef struct rq_fwd rq_fwd;
 
-rq_fwd *rq_fwd_new(const rq_model *m, int n_ctx);
+rq_fwd *rq_fwd_new(const rq_model *m, int n_ctx); /* takes the model's activation quantization */
+/* Scratch for running single layers of a model with this configuration (no
+ * weights needed up front): rq_fwd_layer only; rq_fwd_hidden needs rq_fwd_new. */
+rq_fwd *rq_fwd_new_cfg(const rq_config *c, int n_ctx);
 void rq_fwd_free(rq_fwd *f);
+void rq_fwd_set_actq(rq_fwd *f, const rq_actq *a);
+
+/* Where a hook sees a linear layer's input (after activation quantization). */
+typedef enum { RQ_HOOK_ATTN_IN = 0, RQ_HOOK_O_IN, RQ_HOOK_FFN_IN, RQ_HOOK_DOWN_IN, RQ_HOOK_COUNT } rq_hook_point;
+typedef void (*rq_fwd_hook)(void *ctx, int layer, rq_hook_point p, const float *x, int n, int cols);
+
+/* One transformer block on x[n, n_embd] in place (tokens at positions 0..n-1);
+ * hook (may be NULL) is called with each linear input. */
+void rq_fwd_layer(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx);
+/* y[n, n_embd] = final RMSNorm of x. */
+void rq_fwd_norm_out(rq_fwd *f, const float *out_norm, const float *x, int n, float *y);
 
 /* Run tokens[0..n) at positions 0..n-1 (n <= n_ctx) and leave the final-norm
  * hidden states [n, n_embd] in the returned buffer (owned by f). */

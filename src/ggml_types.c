@@ -63,7 +63,11 @@ static const rq_ggml_traits traits[RQ_GGML_TYPE_LIMIT] = {
     [RQ_GGML_TQ2_0] = {"tq2_0", RQ_QK_K, RQ_QK_K / 4 + 2, NULL},
 };
 
+/* Bytes, not values: the blob's own header says its format and shape. */
+static const rq_ggml_traits packed_traits = {"rq_packed", 1, 1, NULL};
+
 const rq_ggml_traits *rq_ggml_traits_of(int type) {
+    if (type == RQ_GGML_RQ_PACKED) return &packed_traits;
     if (type < 0 || type >= RQ_GGML_TYPE_LIMIT || !traits[type].name) return NULL;
     return &traits[type];
 }
@@ -73,8 +77,8 @@ static const rq_ggml_traits *known_type(int type) {
     const rq_ggml_traits *t = rq_ggml_traits_of(type);
     if (!t)
         rq_fail("unknown ggml tensor type id %d (repliq knows the ids of ggml's enum ggml_type up to "
-                "mxfp4 = 39); the file may come from a newer llama.cpp",
-                type);
+                "mxfp4 = 39, and its own rq_packed = %d); the file may come from a newer llama.cpp",
+                type, RQ_GGML_RQ_PACKED);
     return t;
 }
 
@@ -106,6 +110,9 @@ static void list_dequantizable(char *buf, size_t cap) {
 int rq_ggml_to_float(int type, const void *src, float *dst, int64_t n) {
     const rq_ggml_traits *t = known_type(type);
     if (!t) return -1;
+    if (type == RQ_GGML_RQ_PACKED)
+        return rq_fail("rq_packed: a packed tensor is one blob with its own header; dequantize it with "
+                       "rq_qformat_to_float (qformat.h), not value by value");
     if (!t->to_float) {
         char have[256];
         list_dequantizable(have, sizeof have);

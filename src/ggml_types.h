@@ -39,7 +39,10 @@ enum rq_ggml_type {
     RQ_GGML_TQ1_0 = 34,
     RQ_GGML_TQ2_0 = 35,
     RQ_GGML_MXFP4 = 39,
-    RQ_GGML_TYPE_LIMIT = 64 /* ids at or above this are refused outright */
+    RQ_GGML_TYPE_LIMIT = 64, /* ids at or above this are refused outright, except: */
+    /* repliq's packed tensor (qformat.h): one 1-D blob, ne[0] = bytes. 0x5251 "RQ",
+     * far outside ggml's ids so llama.cpp refuses the file instead of misreading it. */
+    RQ_GGML_RQ_PACKED = 21073
 };
 
 /* Dequantize n values (n a multiple of block_size) from packed blocks. */

@@ -167,6 +167,9 @@ static int read_tensor_info(cursor *c, rq_gguf_tensor *t, uint64_t idx) {
         return rq_fail("%s: tensor '%s' has unknown ggml type id %u; this file needs a newer repliq or is damaged",
                        c->name, t->name, type);
     t->type = (int)type;
+    if (t->type == RQ_GGML_RQ_PACKED && t->n_dims != 1)
+        return rq_fail("%s: tensor '%s' is rq_packed with %d dimensions; a packed blob is 1-D (ne[0] = bytes)",
+                       c->name, t->name, t->n_dims);
     if (t->ne[0] % tr->block_size != 0)
         return rq_fail("%s: tensor '%s' row length %lld is not a multiple of %s's block size %lld", c->name,
                        t->name, (long long)t->ne[0], tr->name, (long long)tr->block_size);

@@ -9,6 +9,7 @@
 
 #include "ggml_types.h"
 #include "hf.h"
+#include "qformat.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -94,6 +95,20 @@ int rq_config_from_gguf(const rq_gguf *g, rq_config *c) {
     return 0;
 }
 
+bool rq_is_block_linear(const char *name) {
+    static const char *const proj[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    if (strncmp(name, "blk.", 4)) return false;
+    const char *p = name + 4;
+    if (*p < '0' || *p > '9') return false;
+    while (*p >= '0' && *p <= '9') p++;
+    if (*p++ != '.') return false;
+    for (size_t i = 0; i < sizeof proj / sizeof proj[0]; i++) {
+        size_t n = strlen(proj[i]);
+        if (!strncmp(p, proj[i], n) && !strcmp(p + n, ".weight")) return true;
+    }
+    return false;
+}
+
 /* Dequantize a named tensor, checking its shape [ne0, ne1]. */
 static float *load_tensor(const rq_gguf *g, const char *name, int64_t ne0, int64_t ne1, int *err) {
     const rq_gguf_tensor *t = rq_gguf_tensor_find(g, name);
@@ -101,6 +116,18 @@ static float *load_tensor(const rq_gguf *g, const char *name, int64_t ne0, int64
         rq_fail("%s: tensor '%s' is missing", g->path, name);
         *err = 1;
         return NULL;
+    }
+    if (t->type == RQ_GGML_RQ_PACKED) {
+        /* the blob's header declares the shape; rq_qformat_to_float checks it */
+        float *dst = rq_malloc((size_t)(ne0 * ne1) * sizeof(float));
+        if (rq_qformat_to_float(t->data, t->nbytes, ne1, ne0, dst)) {
+            rq_fail_ctx("%s: tensor '%s'", g->path, name);
+            free(dst);
+            *err = 1;
+            return NULL;
+        }
+        rq_gguf_release(g, t);
+        return dst;
     }
     if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1) {
         rq_fail("%s: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", g->path, name,
@@ -134,6 +161,60 @@ static void load_linear(const rq_gguf *g, rq_linear *l, const char *name, int64_
     }
 }
 
+static void free_linear(rq_linear *l) {
+    free(l->w);
+    free(l->b);
+}
+
+int rq_layer_load(const rq_gguf *g, const rq_config *c, int i, rq_layer *L) {
+    int err = 0;
+    int64_t E = c->n_embd, F = c->n_ff, Dq = (int64_t)c->n_head * c->head_dim, Dkv = (int64_t)c->n_head_kv * c->head_dim;
+    bool bias = c->arch->qkv_bias;
+    char p[64], key[96];
+    memset(L, 0, sizeof *L);
+    snprintf(p, sizeof p, "blk.%d", i);
+    snprintf(key, sizeof key, "%s.attn_norm.weight", p);
+    L->attn_norm = load_tensor(g, key, E, 1, &err);
+    snprintf(key, sizeof key, "%s.ffn_norm.weight", p);
+    if (!err) L->ffn_norm = load_tensor(g, key, E, 1, &err);
+    snprintf(key, sizeof key, "%s.attn_q", p);
+    load_linear(g, &L->q, key, Dq, E, bias, &err);
+    snprintf(key, sizeof key, "%s.attn_k", p);
+    load_linear(g, &L->k, key, Dkv, E, bias, &err);
+    snprintf(key, sizeof key, "%s.attn_v", p);
+    load_linear(g, &L->v, key, Dkv, E, bias, &err);
+    snprintf(key, sizeof key, "%s.attn_output", p);
+    load_linear(g, &L->o, key, E, Dq, false, &err);
+    snprintf(key, sizeof key, "%s.ffn_gate", p);
+    load_linear(g, &L->gate, key, F, E, false, &err);
+    snprintf(key, sizeof key, "%s.ffn_up", p);
+    load_linear(g, &L->up, key, F, E, false, &err);
+    snprintf(key, sizeof key, "%s.ffn_down", p);
+    load_linear(g, &L->down, key, E, F, false, &err);
+    if (err) {
+        rq_layer_free(L);
+        return -1;
+    }
+    return 0;
+}
+
+/* repliq.act.* keys: the activation/KV quantization a recipe asked for. */
+static int load_actq(const rq_gguf *g, rq_actq *a) {
+    int64_t v;
+    double d;
+    bool b;
+    a->a_bits = 0;
+    a->a_clip = 1.0f;
+    a->a_bf16 = false;
+    a->kv_bits = 0;
+    if (rq_gguf_get_int(g, "repliq.act.bits", &v) == 0) a->a_bits = (int)v;
+    if (rq_gguf_get_float(g, "repliq.act.clip", &d) == 0) a->a_clip = (float)d;
+    if (rq_gguf_get_bool(g, "repliq.act.bf16", &b) == 0) a->a_bf16 = b;
+    if (rq_gguf_get_int(g, "repliq.kv.bits", &v) == 0) a->kv_bits = (int)v;
+    if (rq_actq_check(a)) return rq_fail_ctx("%s: metadata repliq.act / repliq.kv", g->path);
+    return 0;
+}
+
 int rq_model_from_gguf(const rq_gguf *g, rq_model **out) {
     rq_model *m = rq_calloc(1, sizeof *m);
     if (rq_config_from_gguf(g, &m->cfg)) {
@@ -141,35 +222,15 @@ int rq_model_from_gguf(const rq_gguf *g, rq_model **out) {
         return -1;
     }
     const rq_config *c = &m->cfg;
-    int err = 0;
+    int err = load_actq(g, &m->actq) != 0;
     int64_t E = c->n_embd, F = c->n_ff, Dq = (int64_t)c->n_head * c->head_dim, Dkv = (int64_t)c->n_head_kv * c->head_dim;
     bool bias = c->arch->qkv_bias;
-    m->tok_embd = load_tensor(g, "token_embd.weight", E, c->n_vocab, &err);
+    if (!err) m->tok_embd = load_tensor(g, "token_embd.weight", E, c->n_vocab, &err);
     if (!err) m->out_norm = load_tensor(g, "output_norm.weight", E, 1, &err);
     m->layers = rq_calloc((size_t)c->n_layer, sizeof *m->layers);
     double t0 = rq_time();
     for (int i = 0; i < c->n_layer && !err; i++) {
-        rq_layer *L = &m->layers[i];
-        char p[64], key[96];
-        snprintf(p, sizeof p, "blk.%d", i);
-        snprintf(key, sizeof key, "%s.attn_norm.weight", p);
-        L->attn_norm = load_tensor(g, key, E, 1, &err);
-        snprintf(key, sizeof key, "%s.ffn_norm.weight", p);
-        if (!err) L->ffn_norm = load_tensor(g, key, E, 1, &err);
-        snprintf(key, sizeof key, "%s.attn_q", p);
-        load_linear(g, &L->q, key, Dq, E, bias, &err);
-        snprintf(key, sizeof key, "%s.attn_k", p);
-        load_linear(g, &L->k, key, Dkv, E, bias, &err);
-        snprintf(key, sizeof key, "%s.attn_v", p);
-        load_linear(g, &L->v, key, Dkv, E, bias, &err);
-        snprintf(key, sizeof key, "%s.attn_output", p);
-        load_linear(g, &L->o, key, E, Dq, false, &err);
-        snprintf(key, sizeof key, "%s.ffn_gate", p);
-        load_linear(g, &L->gate, key, F, E, false, &err);
-        snprintf(key, sizeof key, "%s.ffn_up", p);
-        load_linear(g, &L->up, key, F, E, false, &err);
-        snprintf(key, sizeof key, "%s.ffn_down", p);
-        load_linear(g, &L->down, key, E, F, false, &err);
+        err = rq_layer_load(g, c, i, &m->layers[i]) != 0;
         rq_progress("loading", i + 1, c->n_layer, t0);
     }
     if (!err) {
@@ -205,26 +266,23 @@ int rq_model_load(const char *path, rq_model **out) {
     return rc;
 }
 
-static void free_linear(rq_linear *l) {
-    free(l->w);
-    free(l->b);
+void rq_layer_free(rq_layer *L) {
+    free(L->attn_norm);
+    free(L->ffn_norm);
+    free_linear(&L->q);
+    free_linear(&L->k);
+    free_linear(&L->v);
+    free_linear(&L->o);
+    free_linear(&L->gate);
+    free_linear(&L->up);
+    free_linear(&L->down);
+    memset(L, 0, sizeof *L);
 }
 
 void rq_model_free(rq_model *m) {
     if (!m) return;
     if (m->layers)
-        for (int i = 0; i < m->cfg.n_layer; i++) {
-            rq_layer *L = &m->layers[i];
-            free(L->attn_norm);
-            free(L->ffn_norm);
-            free_linear(&L->q);
-            free_linear(&L->k);
-            free_linear(&L->v);
-            free_linear(&L->o);
-            free_linear(&L->gate);
-            free_linear(&L->up);
-            free_linear(&L->down);
-        }
+        for (int i = 0; i < m->cfg.n_layer; i++) rq_layer_free(&m->layers[i]);
     free(m->layers);
     if (m->output.w != m->tok_embd) free(m->output.w);
     free(m->tok_embd);

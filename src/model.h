@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "actq.h"
 #include "gguf.h"
 
 struct rq_tokenizer;
@@ -51,6 +52,7 @@ typedef struct rq_model {
     char *path;
     char *name;      /* general.name, or the file name */
     int64_t n_params; /* counting the tied output once */
+    rq_actq actq;     /* simulated activation/KV quantization the file asks for (repliq.act.*) */
 } rq_model;
 
 /* Load a GGUF file, or a Hugging Face folder (config.json + *.safetensors); all
@@ -59,6 +61,14 @@ int rq_model_load(const char *path, rq_model **out);
 /* The same from an open file view (kept open by the caller only during the call). */
 int rq_model_from_gguf(const rq_gguf *g, rq_model **out);
 void rq_model_free(rq_model *m);
+
+/* Names of the seven linear layers of a block: blk.N.{attn_q,attn_k,attn_v,
+ * attn_output,ffn_gate,ffn_up,ffn_down}.weight. */
+bool rq_is_block_linear(const char *name);
+
+/* One block's weights (blk.i.*) as f32, for tools that go layer by layer. */
+int rq_layer_load(const rq_gguf *g, const rq_config *c, int i, rq_layer *L);
+void rq_layer_free(rq_layer *L);
 
 /* Read the configuration of an architecture-tagged GGUF without loading weights. */
 int rq_config_from_gguf(const rq_gguf *g, rq_config *cfg);

@@ -34,13 +34,18 @@ int cmd_info(int argc, char **argv) {
            "eps %g, %s output\n",
            c.arch->name, c.n_layer, c.n_embd, c.n_ff, c.n_head, c.n_head_kv, c.head_dim, c.n_vocab, c.rope_base,
            c.norm_eps, c.tied_output ? "tied" : "separate");
-    int64_t count[RQ_GGML_TYPE_LIMIT] = {0}, params = 0;
+    int64_t count[RQ_GGML_TYPE_LIMIT] = {0}, packed = 0, params = 0;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         const rq_gguf_tensor *t = &g->tensors[i];
+        if (t->type == RQ_GGML_RQ_PACKED) {
+            packed++; /* a blob: its shape is in its header (repliq bpw shows it) */
+            continue;
+        }
         count[t->type]++;
         params += t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
     }
-    printf("parameters %lld; tensor types:", (long long)params);
+    printf("parameters %lld%s; tensor types:", (long long)params, packed ? " outside packed tensors" : "");
+    if (packed) printf(" rq_packed x%lld", (long long)packed);
     for (int t = 0; t < RQ_GGML_TYPE_LIMIT; t++)
         if (count[t]) printf(" %s x%lld", rq_ggml_traits_of(t)->name, (long long)count[t]);
     printf("\n");

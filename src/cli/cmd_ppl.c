@@ -16,6 +16,8 @@ int cmd_ppl(int argc, char **argv) {
     const char *model = NULL, *text = NULL, *json = NULL, *kl_save = NULL, *kl_base = NULL;
     rq_ppl_params p = {.protocol = RQ_PPL_LLAMACPP, .progress = true};
     int threads = 2;
+    rq_actq aq = {.a_bits = -1, .a_clip = -1, .kv_bits = -1};
+    int abf16 = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-m")) model = cli_val("ppl", argc, argv, &i);
@@ -28,6 +30,15 @@ int cmd_ppl(int argc, char **argv) {
         else if (!strcmp(a, "--quiet")) p.progress = false;
         else if (!strcmp(a, "--kl-save")) kl_save = cli_val("ppl", argc, argv, &i);
         else if (!strcmp(a, "--kl-base")) kl_base = cli_val("ppl", argc, argv, &i);
+        else if (!strcmp(a, "--abits")) aq.a_bits = cli_int("ppl", a, cli_val("ppl", argc, argv, &i), 0);
+        else if (!strcmp(a, "--kvbits")) aq.kv_bits = cli_int("ppl", a, cli_val("ppl", argc, argv, &i), 0);
+        else if (!strcmp(a, "--abf16")) abf16 = 1;
+        else if (!strcmp(a, "--aclip")) {
+            const char *v = cli_val("ppl", argc, argv, &i);
+            char *end;
+            aq.a_clip = strtof(v, &end);
+            if (*end || end == v) return cli_die("ppl", "--aclip needs a number in (0, 1]");
+        }
         else if (!strcmp(a, "--protocol")) {
             const char *v = cli_val("ppl", argc, argv, &i);
             if (!strcmp(v, "llamacpp")) p.protocol = RQ_PPL_LLAMACPP;
@@ -42,7 +53,8 @@ int cmd_ppl(int argc, char **argv) {
         }
     }
     if (!model || !text) return cli_die("ppl", "usage: repliq ppl -m MODEL -f TEXT [-c CTX] [--protocol llamacpp|gptq] "
-                                                "[--chunks N] [--json] [-t N] [--kl-save FILE | --kl-base FILE]");
+                                                "[--chunks N] [--json] [-t N] [--kl-save FILE | --kl-base FILE] "
+                                                "[--abits 0|2..8|16] [--aclip R] [--abf16] [--kvbits 0|2..8|16]");
     if (kl_save && kl_base) return cli_die("ppl", "give either --kl-save or --kl-base, not both");
     char mpath[4096], tpath[4096];
     if (rq_resolve_model(model, mpath, sizeof mpath) || rq_resolve_data(text, tpath, sizeof tpath))
@@ -55,6 +67,16 @@ int cmd_ppl(int argc, char **argv) {
     double t0 = rq_time();
     if (rq_model_load(mpath, &m)) {
         free(buf);
+        return cli_die("ppl", rq_error());
+    }
+    /* activation/KV quantization: the file's (repliq.act.*), then the command line's */
+    if (aq.a_bits >= 0) m->actq.a_bits = aq.a_bits;
+    if (aq.a_clip >= 0) m->actq.a_clip = aq.a_clip;
+    if (aq.kv_bits >= 0) m->actq.kv_bits = aq.kv_bits;
+    if (abf16 >= 0) m->actq.a_bf16 = true;
+    if (rq_actq_check(&m->actq)) {
+        free(buf);
+        rq_model_free(m);
         return cli_die("ppl", rq_error());
     }
     fprintf(stderr, "repliq ppl: loaded %s (%s, %lld params) in %.1fs\n", mpath, m->cfg.arch->name,
@@ -94,6 +116,14 @@ int cmd_ppl(int argc, char **argv) {
                "(%lld tokens; largest base mass outside its top-%d: %.2g)\n",
                kr.kl_mean, kr.kl_stderr, kr.top1_agree, kr.dnll_mean, kr.dnll_stderr, (long long)kr.n, RQ_KL_TOPK,
                kr.tail_mass_max);
+    /* a difference counts only beyond two standard errors of the paired NLL difference */
+    const char *verdict = kr.dnll_mean < -2 * kr.dnll_stderr  ? "better than the base (beyond 2 standard errors)"
+                          : kr.dnll_mean > 2 * kr.dnll_stderr ? "worse than the base (beyond 2 standard errors)"
+                                                              : "no significant difference (within 2 standard errors)";
+    if (kl_base) printf("verdict: %s\n", verdict);
+    if (m->actq.a_bits || m->actq.kv_bits)
+        printf("activations %d bits (clip %.3f%s), KV cache %d bits\n", m->actq.a_bits, m->actq.a_clip,
+               m->actq.a_bf16 ? ", bf16" : "", m->actq.kv_bits);
     if (kl_save) printf("saved KL base %s\n", kl_save);
     if (json) {
         cJSON *o = cJSON_CreateObject();
@@ -108,6 +138,9 @@ int cmd_ppl(int argc, char **argv) {
         cJSON_AddStringToObject(o, "model", mpath);
         cJSON_AddStringToObject(o, "text", tpath);
         cJSON_AddNumberToObject(o, "threads", threads);
+        cJSON_AddNumberToObject(o, "act_bits", m->actq.a_bits);
+        cJSON_AddNumberToObject(o, "act_clip", m->actq.a_clip);
+        cJSON_AddNumberToObject(o, "kv_bits", m->actq.kv_bits);
         cJSON_AddNumberToObject(o, "seconds", r.seconds);
         cJSON_AddNumberToObject(o, "tokens_per_second", r.tokens_per_s);
         cJSON_AddNumberToObject(o, "peak_rss", (double)rq_peak_rss());
@@ -117,6 +150,7 @@ int cmd_ppl(int argc, char **argv) {
             cJSON_AddNumberToObject(o, "top1_agree", kr.top1_agree);
             cJSON_AddNumberToObject(o, "dnll", kr.dnll_mean);
             cJSON_AddNumberToObject(o, "dnll_stderr", kr.dnll_stderr);
+            cJSON_AddStringToObject(o, "verdict", verdict);
         }
         char *s = cJSON_PrintUnformatted(o);
         FILE *f = strcmp(json, "-") ? fopen(json, "w") : stdout;

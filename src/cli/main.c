@@ -15,7 +15,11 @@ static void usage(FILE *f) {
             "  tokenize -m MODEL -f TEXT   print token ids\n"
             "  ppl -m MODEL -f TEXT [-c CTX] [--protocol llamacpp|gptq] [--chunks N] [--json] [-t N]\n"
             "  convert -m MODEL -o OUT.gguf   write the model as an F32 GGUF\n"
+            "  bpw -m FILE.gguf [--json] [--tensors]   bits per weight as stored (linear layers, embeddings, rest)\n"
             "  reference [-t N]   reference perplexity table of the default model on WikiText-2 test\n"
+            "  quantize -m MODEL --recipe FILE -o OUT.gguf [-f CALIB] [-n N] [-L LEN] [--seed S] [-t N] [--json]\n"
+            "                     quantize with a recipe (recipes/*.json, docs/recipe.md); evaluate with ppl\n"
+            "  calib -m MODEL [-f FILE] [-n N] [-L LEN] [--seed S] [--text-out OUT.txt]   calibration windows\n"
             "MODEL is a GGUF path, a Hugging Face folder, or a packaged name; TEXT is a path or a\n"
             "file name inside $REPLIQ_DATA.\n");
 }
@@ -29,7 +33,10 @@ int main(int argc, char **argv) {
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {{"pull", cmd_pull}, {"list", cmd_list},   {"info", cmd_info},         {"tokenize", cmd_tokenize},
-                {"ppl", cmd_ppl},   {"convert", cmd_convert}, {"reference", cmd_reference}};
+                {"bpw", cmd_bpw},
+                {"ppl", cmd_ppl},   {"convert", cmd_convert}, {"reference", cmd_reference},
+                {"calib", cmd_calib},
+                {"quantize", cmd_quantize}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "repliq: unknown command '%s'\n", argv[1]);

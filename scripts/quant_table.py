@@ -1,0 +1,31 @@
+#!/usr/bin/env python3
+"""Print the markdown results table from the JSON lines of scripts/quant_table.sh
+(the last line per label wins)."""
+import json
+import sys
+
+rows = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    rows[r["label"]] = r
+
+
+def ppl(p):
+    return f'{p["ppl"]:.3f} ± {p["ppl_stderr"]:.3f}'
+
+
+def dnll(p):
+    return f'{p["kl"]:.4f} / {p["dnll"]:+.4f} ± {p["dnll_stderr"]:.4f}'
+
+
+print("| config | bpw (linear) | file MiB | PPL llamacpp ctx512 | PPL gptq ctx2048 | KL / ΔNLL ± se (llamacpp) | "
+      "KL / ΔNLL ± se (gptq) | calib. tokens | quant. time s | peak RSS MiB |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for label, r in rows.items():
+    q, l, g = r["quant"], r["llamacpp"], r["gptq"]
+    print(f'| {label} | {q["linear"]["bpw"]:.4f} | {q["file_bytes"] / 2**20:.1f} | {ppl(l)} | {ppl(g)} | {dnll(l)} | '
+          f'{dnll(g)} | {q["calib_tokens"]} | {q["seconds"]:.0f} | {q["peak_rss"] / 2**20:.0f} |')
+first = next(iter(rows.values()))
+print(f'\nllamacpp protocol: {first["llamacpp"]["chunks"]} chunks, {first["llamacpp"]["tokens"]} scored tokens; '
+      f'gptq protocol: {first["gptq"]["chunks"]} windows, {first["gptq"]["tokens"]} scored tokens; '
+      f'machine: {first["machine"]}.')

@@ -1,0 +1,25 @@
+/* actq.h - simulated activation and KV-cache quantization: what a W4A8 or
+ * W4A4-KV4 kernel would see, applied to f32 tensors in place. */
+#ifndef RQ_ACTQ_H
+#define RQ_ACTQ_H
+
+#include <stdbool.h>
+
+/* bits 0 = off; 16 = round to f16 (bf16 when a_bf16); 2..8 = integer. */
+typedef struct {
+    int a_bits;   /* inputs of every linear layer: per token, symmetric */
+    float a_clip; /* clipping ratio of the per-token max |x|, in (0, 1] */
+    bool a_bf16;  /* 16 bits means bf16 rather than f16 */
+    int kv_bits;  /* K (after RoPE) and V: asymmetric per head per token, groups of min(128, head_dim) */
+} rq_actq;
+
+/* Validate; the message names the field. */
+int rq_actq_check(const rq_actq *a);
+/* x[n, dim]: each token quantized symmetrically to a_bits (levels -(2^(b-1)-1)..2^(b-1)-1,
+ * step clip*max|x|/(2^(b-1)-1)), or rounded to f16/bf16 for 16. */
+void rq_actq_tokens(float *x, int n, int dim, int bits, float clip, bool bf16);
+/* x[n, n_heads*hd]: each token's head split into groups of min(128, hd), each
+ * group asymmetric min/max with 2^bits levels; 16 rounds to f16. */
+void rq_kvq_tokens(float *x, int n, int n_heads, int hd, int bits);
+
+#endif

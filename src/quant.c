@@ -1,0 +1,380 @@
+/* quant.c - round-to-nearest and GPTQ on the uniform grid. Both write the same
+ * rq_qtensor through one per-value routine, so they differ only in error feedback. */
+#include "quant.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+rq_gptq_opts rq_gptq_opts_default(void) {
+    rq_gptq_opts o = {.damp = 0.01f, .block = 128, .act_order = false, .static_groups = false};
+    return o;
+}
+
+/* ---- pieces shared by RTN and GPTQ ---- */
+
+/* One generator per row, so codes do not depend on how rows are split across
+ * threads; the stream id keeps tensors that share a seed apart. */
+static void row_rng(rq_rng *rng, uint64_t seed, uint64_t stream, int64_t row) {
+    rq_rng_seed(rng, seed, stream * 1000003u + (uint64_t)row);
+}
+
+static int check_shape(const rq_grid *g, int64_t rows, int64_t cols) {
+    if (rq_grid_check(g)) return -1;
+    if (rows < 1 || cols < 1 || cols > INT32_MAX)
+        return rq_fail("cannot quantize a [%lld, %lld] matrix: rows and cols must be in 1..2^31-1", (long long)rows,
+                       (long long)cols);
+    return 0;
+}
+
+static int64_t n_salient(const rq_grid *g, int64_t cols) {
+    if (!g->binres) return 0;
+    int64_t n = (int64_t)llround((double)g->salient_frac * (double)cols);
+    return n < 1 ? 1 : n > cols ? cols : n;
+}
+
+typedef struct {
+    double key;
+    int64_t idx;
+} keyed;
+
+/* Decreasing key, ties by increasing index: a total order, so the result does
+ * not depend on the qsort implementation. */
+static int by_key_desc(const void *a, const void *b) {
+    const keyed *x = a, *y = b;
+    if (x->key != y->key) return x->key > y->key ? -1 : 1;
+    return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+static int by_int32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Indices of keys[0..n) by decreasing key. */
+static void order_desc(const double *keys, int64_t n, int64_t *idx) {
+    keyed *k = rq_malloc((size_t)n * sizeof *k);
+    for (int64_t j = 0; j < n; j++)
+        k[j] = (keyed){isnan(keys[j]) ? -INFINITY : keys[j], j};
+    qsort(k, (size_t)n, sizeof *k, by_key_desc);
+    for (int64_t j = 0; j < n; j++)
+        idx[j] = k[j].idx;
+    free(k);
+}
+
+/* binres: the t->n_sal columns of largest saliency into t->sal_cols (increasing),
+ * and slot[c] = position of column c in sal_cols, or -1. */
+static int64_t *pick_salient(rq_qtensor *t, const double *saliency) {
+    int64_t *slot = rq_malloc((size_t)t->cols * sizeof *slot);
+    for (int64_t c = 0; c < t->cols; c++)
+        slot[c] = -1;
+    if (t->n_sal == 0) return slot;
+    int64_t *idx = rq_malloc((size_t)t->cols * sizeof *idx);
+    order_desc(saliency, t->cols, idx);
+    for (int64_t k = 0; k < t->n_sal; k++)
+        t->sal_cols[k] = (int32_t)idx[k];
+    qsort(t->sal_cols, (size_t)t->n_sal, sizeof *t->sal_cols, by_int32);
+    for (int64_t k = 0; k < t->n_sal; k++)
+        slot[t->sal_cols[k]] = k;
+    free(idx);
+    return slot;
+}
+
+static void group_params(const rq_qtensor *t, int64_t r, int64_t gi, float *s, float *m) {
+    int64_t k = r * t->n_groups + gi;
+    *s = rq_fp16_to_fp32(t->scale[k]);
+    *m = t->min ? rq_fp16_to_fp32(t->min[k]) : 0.0f;
+}
+
+/* Fit group gi of row r from seg, which points at the group's first value. */
+static void fit_group(rq_qtensor *t, int64_t r, int64_t gi, const float *seg) {
+    int64_t k = r * t->n_groups + gi, c0 = gi * t->group;
+    int64_t n = t->cols - c0 < t->group ? t->cols - c0 : t->group;
+    uint16_t m = 0;
+    rq_grid_fit(&t->grid, seg, NULL, n, &t->scale[k], &m);
+    if (t->min) t->min[k] = m;
+}
+
+/* binres: row r's residual scale, mean |w - base(w)| over the salient columns of
+ * wrow (natural order). The base is the nearest level, so the scale does not hang
+ * on random draws and RTN and GPTQ define it the same way. */
+static void fit_rscale(rq_qtensor *t, int64_t r, const float *wrow) {
+    rq_grid near = t->grid;
+    near.round = RQ_ROUND_NEAREST;
+    near.noise = 0.0f;
+    double acc = 0;
+    for (int64_t k = 0; k < t->n_sal; k++) {
+        int64_t c = t->sal_cols[k];
+        float s, m;
+        group_params(t, r, c / t->group, &s, &m);
+        float v = rq_grid_value(&near, s, m, rq_grid_code(&near, s, m, wrow[c], NULL));
+        acc += fabs((double)wrow[c] - v);
+    }
+    t->rscale[r] = rq_fp32_to_fp16((float)(acc / (double)t->n_sal));
+}
+
+/* Quantize w into (r, c) with its group's stored parameters (and the residual bit
+ * when the column is salient, slot >= 0); returns the value rq_qtensor_dequant
+ * will give, computed with the same float operations. */
+static float quant_one(rq_qtensor *t, int64_t r, int64_t c, int64_t slot, float w, rq_rng *rng) {
+    float s, m;
+    group_params(t, r, c / t->group, &s, &m);
+    int q = rq_grid_code(&t->grid, s, m, w, rng);
+    t->q[r * t->cols + c] = (uint8_t)q;
+    float v = rq_grid_value(&t->grid, s, m, q);
+    if (slot >= 0) {
+        float rs = rq_fp16_to_fp32(t->rscale[r]);
+        int bit = w - v >= 0.0f;
+        t->rq[r * t->n_sal + slot] = (uint8_t)bit;
+        v += bit ? rs : -rs;
+    }
+    return v;
+}
+
+/* ---- RTN ---- */
+
+int rq_rtn(const rq_grid *g, const float *w, int64_t rows, int64_t cols, uint64_t seed, uint64_t stream,
+           rq_qtensor *out) {
+    memset(out, 0, sizeof *out);
+    if (check_shape(g, rows, cols)) return rq_fail_ctx("rtn");
+    rq_qtensor_alloc(out, g, rows, cols, n_salient(g, cols));
+    /* without a Hessian, a column's saliency is its squared norm */
+    double *sal = rq_calloc((size_t)cols, sizeof *sal);
+    if (out->n_sal)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++)
+                sal[c] += (double)w[r * cols + c] * w[r * cols + c];
+    int64_t *slot = pick_salient(out, sal);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *wr = w + r * cols;
+        for (int64_t gi = 0; gi < out->n_groups; gi++)
+            fit_group(out, r, gi, wr + gi * out->group);
+        if (out->n_sal) fit_rscale(out, r, wr);
+        rq_rng rng;
+        row_rng(&rng, seed, stream, r);
+        for (int64_t c = 0; c < cols; c++)
+            quant_one(out, r, c, slot[c], wr[c], &rng);
+    }
+    free(slot);
+    free(sal);
+    return 0;
+}
+
+/* ---- GPTQ: Hessian accumulation ---- */
+
+struct rq_gptq {
+    int64_t cols, n;
+    float *H; /* [cols, cols] running 2/n * sum x x^T, both triangles */
+};
+
+rq_gptq *rq_gptq_new(int64_t cols) {
+    rq_gptq *h = rq_calloc(1, sizeof *h);
+    h->cols = cols;
+    h->H = rq_calloc((size_t)(cols * cols), sizeof *h->H);
+    return h;
+}
+
+void rq_gptq_free(rq_gptq *h) {
+    if (!h) return;
+    free(h->H);
+    free(h);
+}
+
+/* A running mean, as the original keeps it, so H stays readable between batches
+ * and no large sum builds up in float. */
+void rq_gptq_add_batch(rq_gptq *h, const float *x, int64_t n) {
+    if (n <= 0) return;
+    int64_t c = h->cols, tot = h->n + n;
+    float alpha = (float)(2.0 / (double)tot), beta = (float)((double)h->n / (double)tot);
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)c, (int)n, alpha, x, (int)c, beta, h->H, (int)c);
+    for (int64_t i = 1; i < c; i++) /* syrk fills the upper triangle; mirror it */
+        for (int64_t j = 0; j < i; j++)
+            h->H[i * c + j] = h->H[j * c + i];
+    h->n = tot;
+}
+
+int64_t rq_gptq_count(const rq_gptq *h) { return h->n; }
+const float *rq_gptq_hessian(const rq_gptq *h) { return h->H; }
+
+/* ---- GPTQ: quantization ---- */
+
+/* Replace the damped Hessian H[n, n] by the upper Cholesky factor U of its inverse
+ * (H^-1 = U^T U), which is what the error feedback needs. On a symmetric
+ * row-major matrix, column-major 'L' is the row-major upper triangle; the other
+ * triangle is left stale and never read. */
+static int inverse_factor(float *H, int64_t n, float damp) {
+    lapack_int ln = (lapack_int)n, info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', ln, H, ln);
+    if (info != 0)
+        return rq_fail("the damped Hessian is not positive definite (Cholesky stopped at column %d of %lld); "
+                       "raise damp (now %g), e.g. to 0.1, or add more calibration rows",
+                       (int)info, (long long)n, damp);
+    info = LAPACKE_spotri(LAPACK_COL_MAJOR, 'L', ln, H, ln);
+    if (info == 0) info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', ln, H, ln);
+    for (int64_t j = 0; info == 0 && j < n; j++)
+        if (!(H[j * n + j] > 0.0f && isfinite(H[j * n + j]))) info = (lapack_int)(j + 1);
+    if (info != 0)
+        return rq_fail("the inverse of the damped Hessian could not be factored in float (column %d of %lld): "
+                       "it is too ill-conditioned; raise damp (now %g), e.g. to 0.1",
+                       (int)info, (long long)n, damp);
+    return 0;
+}
+
+/* The end of the block that starts at i1. When groups are fitted during the loop,
+ * a block also ends where a group starts that would run past it, so that the
+ * group's columns have all their error feedback applied when it is fitted. */
+static int64_t block_end(int64_t i1, int64_t block, int64_t n, int64_t group, bool refit) {
+    int64_t i2 = i1 + block < n ? i1 + block : n;
+    if (refit && i2 < n) {
+        int64_t gs = (i2 - 1) / group * group;
+        if (gs > i1 && gs + group > i2) i2 = gs;
+    }
+    return i2;
+}
+
+/* W[rows, n] <- W[:, perm]; H[n, n] <- H[perm][:, perm]. */
+static void permute(float **W, float **H, const int64_t *perm, int64_t rows, int64_t n) {
+    float *w2 = rq_malloc((size_t)(rows * n) * sizeof *w2), *h2 = rq_malloc((size_t)(n * n) * sizeof *h2);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < n; j++)
+            w2[r * n + j] = (*W)[r * n + perm[j]];
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++)
+            h2[i * n + j] = (*H)[perm[i] * n + perm[j]];
+    free(*W);
+    free(*H);
+    *W = w2;
+    *H = h2;
+}
+
+/* The GPTQ column loop on W[rows, n] (columns in loop order, perm[j] = stored
+ * column) with U the upper Cholesky factor of the damped inverse Hessian: quantize
+ * column j, scale its error by U[j][j], spread it over the rest of the block at
+ * once and over later columns lazily, one sgemm per block. refit: fit each group
+ * when the loop reaches its first column (natural order), from updated weights. */
+static void gptq_columns(rq_qtensor *out, float *W, const float *U, const int64_t *perm, const int64_t *slot, int64_t B,
+                         bool refit, uint64_t seed, uint64_t stream) {
+    const int64_t rows = out->rows, n = out->cols, G = out->group;
+    float *err = rq_malloc((size_t)(rows * B) * sizeof *err); /* [rows, B] scaled errors of a block */
+    rq_rng *rng = rq_malloc((size_t)rows * sizeof *rng);
+    for (int64_t r = 0; r < rows; r++)
+        row_rng(&rng[r], seed, stream, r);
+    for (int64_t i1 = 0, i2; i1 < n; i1 = i2) {
+        i2 = block_end(i1, B, n, G, refit);
+        /* rows are independent within a block: each row's feedback touches only itself */
+        for (int64_t r = 0; r < rows; r++) {
+            float *wr = W + r * n, *er = err + r * B;
+            for (int64_t j = i1; j < i2; j++) {
+                if (refit && j % G == 0) fit_group(out, r, j / G, wr + j);
+                float v = quant_one(out, r, perm[j], slot[perm[j]], wr[j], &rng[r]);
+                float e = (wr[j] - v) / U[j * n + j];
+                er[j - i1] = e;
+                const float *u = U + j * n;
+                for (int64_t k = j + 1; k < i2; k++)
+                    wr[k] -= e * u[k];
+            }
+        }
+        if (i2 < n) /* lazy update of the columns after the block */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)(n - i2), (int)(i2 - i1), -1.0f, err,
+                        (int)B, U + i1 * n + i2, (int)n, 1.0f, W + i2, (int)n);
+    }
+    free(rng);
+    free(err);
+}
+
+int rq_gptq_quantize(const rq_gptq *h, const rq_grid *g, const rq_gptq_opts *o, const float *w, int64_t rows,
+                     int64_t cols, uint64_t seed, uint64_t stream, rq_qtensor *out) {
+    memset(out, 0, sizeof *out);
+    if (check_shape(g, rows, cols)) return rq_fail_ctx("gptq");
+    if (cols != h->cols)
+        return rq_fail("gptq: the weight has %lld columns but the Hessian is for %lld inputs", (long long)cols,
+                       (long long)h->cols);
+    if (h->n == 0) return rq_fail("gptq: no calibration rows were added (call rq_gptq_add_batch first)");
+    if (!(o->damp >= 0.0f && isfinite(o->damp))) return rq_fail("gptq: damp = %g must be >= 0", o->damp);
+    if (o->block < 1) return rq_fail("gptq: block = %d must be at least 1", o->block);
+    const int64_t n = cols;
+    for (int64_t i = 0; i < n * n; i++)
+        if (!isfinite(h->H[i]))
+            return rq_fail("gptq: the Hessian has non-finite entries (NaN or Inf in the calibration inputs); "
+                           "no damping can repair that: check the activations fed to rq_gptq_add_batch");
+    float *H = rq_malloc((size_t)(n * n) * sizeof *H), *W = rq_malloc((size_t)(rows * n) * sizeof *W);
+    memcpy(H, h->H, (size_t)(n * n) * sizeof *H);
+    memcpy(W, w, (size_t)(rows * n) * sizeof *W);
+    /* an input that is always zero carries no information: its weights do not
+     * matter to the layer output, so they are zeroed and the column made benign */
+    for (int64_t j = 0; j < n; j++)
+        if (H[j * n + j] == 0.0f) {
+            H[j * n + j] = 1.0f;
+            for (int64_t r = 0; r < rows; r++)
+                W[r * n + j] = 0.0f;
+        }
+    rq_qtensor_alloc(out, g, rows, cols, n_salient(g, cols));
+    /* Act-order with groups forces static groups, so each group stays contiguous
+     * in the stored column order (the original's static_groups + act_order). With
+     * a single group per row the two are the same: nothing is updated before it. */
+    const bool stat = o->static_groups || o->act_order;
+    if (stat || out->n_sal)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t gi = 0; gi < out->n_groups; gi++)
+                fit_group(out, r, gi, W + r * n + gi * out->group);
+    double *sal = rq_calloc((size_t)n, sizeof *sal);
+    if (out->n_sal) {
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < n; c++)
+                sal[c] += (double)W[r * n + c] * W[r * n + c];
+        for (int64_t c = 0; c < n; c++)
+            sal[c] *= H[c * n + c];
+    }
+    int64_t *slot = pick_salient(out, sal);
+    /* residual scales come from the weights before any error feedback */
+    for (int64_t r = 0; r < rows && out->n_sal; r++)
+        fit_rscale(out, r, W + r * n);
+    int64_t *perm = rq_malloc((size_t)n * sizeof *perm);
+    for (int64_t j = 0; j < n; j++)
+        perm[j] = j;
+    if (o->act_order) {
+        double *diag = sal; /* saliency is no longer needed */
+        for (int64_t j = 0; j < n; j++)
+            diag[j] = H[j * n + j];
+        order_desc(diag, n, perm);
+        permute(&W, &H, perm, rows, n);
+    }
+    double mean = 0;
+    for (int64_t j = 0; j < n; j++)
+        mean += H[j * n + j];
+    float add = (float)((double)o->damp * mean / (double)n);
+    for (int64_t j = 0; j < n; j++)
+        H[j * n + j] += add;
+    int rc = inverse_factor(H, n, o->damp);
+    if (rc == 0) {
+        gptq_columns(out, W, H, perm, slot, o->block, !stat, seed, stream);
+    } else {
+        rq_fail_ctx("gptq");
+        rq_qtensor_free(out);
+    }
+    free(perm);
+    free(slot);
+    free(sal);
+    free(W);
+    free(H);
+    return rc;
+}
+
+/* tr(D H D^T) / 2 in double, through dgemm on column panels of H so that neither
+ * a double copy of H nor of D is ever whole in memory (H can be 8960^2). */
+double rq_layer_error(const float *H, const float *w, const float *what, int64_t rows, int64_t cols) {
+    /* E = D H in one float GEMM; the trace sum of D .* E in double */
+    size_t n = (size_t)(rows * cols);
+    float *d = rq_malloc(n * sizeof *d), *e = rq_malloc(n * sizeof *e);
+    for (size_t i = 0; i < n; i++) d[i] = what[i] - w[i];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0f, d, (int)cols, H,
+                (int)cols, 0.0f, e, (int)cols);
+    double acc = 0;
+    for (size_t i = 0; i < n; i++) acc += (double)d[i] * e[i];
+    free(d);
+    free(e);
+    return acc / 2;
+}

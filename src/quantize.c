@@ -1,0 +1,353 @@
+/* quantize.c - the quantization driver: GPTQ's sequential mode over blocks,
+ * memory bounded by one block's weights and Hessians plus the calibration
+ * activations, whatever the depth. */
+#include "quantize.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "calib.h"
+#include "forward.h"
+#include "ggml_types.h"
+#include "gguf.h"
+#include "hf.h"
+#include "model.h"
+#include "qformat.h"
+#include "tokenizer.h"
+#include "util.h"
+
+/* One output tensor: a packed blob we own, or the source's bytes. */
+typedef struct {
+    const rq_gguf_tensor *src;
+    uint8_t *blob;
+    size_t blob_len;
+} out_tensor;
+
+typedef struct {
+    rq_gguf *g;
+    rq_config cfg;
+    const rq_recipe *r;
+    out_tensor *out; /* parallel to g->tensors */
+    rq_gptq *acc[RQ_HOOK_COUNT];
+    double err_sum;
+    int err_n;
+    int verbose;
+} qstate;
+
+static uint64_t name_stream(const char *s) {
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+static int tensor_index(const rq_gguf *g, const char *name) {
+    for (uint64_t i = 0; i < g->n_tensors; i++)
+        if (!strcmp(g->tensors[i].name, name)) return (int)i;
+    return -1;
+}
+
+static const char *method_name(rq_method m) { return m == RQ_METHOD_GPTQ ? "gptq" : m == RQ_METHOD_RTN ? "rtn" : "keep"; }
+
+/* Quantize w[rows, cols] (in place: w becomes the dequantized result) by the
+ * tensor's recipe; H is the input accumulator (NULL when there is none). */
+static int quantize_tensor(qstate *s, const char *name, float *w, int64_t rows, int64_t cols, const rq_gptq *H) {
+    rq_tensor_recipe tr;
+    rq_recipe_for_tensor(s->r, name, &tr);
+    if (tr.method == RQ_METHOD_KEEP) return 0;
+    int idx = tensor_index(s->g, name);
+    if (idx < 0) return rq_fail("%s: tensor '%s' is missing", s->g->path, name);
+    if (tr.method == RQ_METHOD_GPTQ && !H)
+        return rq_fail("%s: GPTQ needs the layer's inputs; it applies to block linear layers only (use \"rtn\" in "
+                       "an override for this tensor)",
+                       name);
+    rq_qtensor q;
+    uint64_t stream = name_stream(name);
+    int rc = tr.method == RQ_METHOD_GPTQ
+                 ? rq_gptq_quantize(H, &tr.grid, &tr.gptq, w, rows, cols, s->r->seed, stream, &q)
+                 : rq_rtn(&tr.grid, w, rows, cols, s->r->seed, stream, &q);
+    if (rc) return rq_fail_ctx("quantizing '%s'", name);
+    float *what = rq_malloc((size_t)(rows * cols) * sizeof(float));
+    rq_qtensor_dequant(&q, what);
+    double rel = -1;
+    if (H) {
+        const float *h = rq_gptq_hessian(H);
+        double e = rq_layer_error(h, w, what, rows, cols);
+        float *zero = rq_calloc((size_t)(rows * cols), sizeof(float));
+        double base = rq_layer_error(h, zero, w, rows, cols);
+        free(zero);
+        rel = base > 0 ? e / base : 0;
+        s->err_sum += rel;
+        s->err_n++;
+    }
+    out_tensor *o = &s->out[idx];
+    o->blob_len = rq_qformat_size(&q);
+    o->blob = o->blob_len ? rq_malloc(o->blob_len) : NULL;
+    if (!o->blob || rq_qformat_pack(&q, o->blob)) {
+        free(what);
+        rq_qtensor_free(&q);
+        return rq_fail_ctx("packing '%s'", name);
+    }
+    if (s->verbose) {
+        fprintf(stderr, "  %-28s %-4s %db %s g%-5lld %7.4f bpw", name, method_name(tr.method), tr.grid.bits,
+                tr.grid.sym ? "sym " : "asym", (long long)q.group, 8.0 * (double)o->blob_len / (double)(rows * cols));
+        if (rel >= 0) fprintf(stderr, "  rel.err %.5f", rel);
+        fprintf(stderr, "\n");
+    }
+    memcpy(w, what, (size_t)(rows * cols) * sizeof(float));
+    free(what);
+    rq_qtensor_free(&q);
+    return 0;
+}
+
+/* Collect each linear layer's input into the matching Hessian. */
+static void hook_add(void *ctx, int layer, rq_hook_point p, const float *x, int n, int cols) {
+    (void)layer;
+    (void)cols;
+    qstate *s = ctx;
+    if (s->acc[p]) rq_gptq_add_batch(s->acc[p], x, n);
+}
+
+static const struct {
+    const char *suffix;
+    rq_hook_point in;
+} block_linears[7] = {{"attn_q", RQ_HOOK_ATTN_IN}, {"attn_k", RQ_HOOK_ATTN_IN},   {"attn_v", RQ_HOOK_ATTN_IN},
+                      {"attn_output", RQ_HOOK_O_IN}, {"ffn_gate", RQ_HOOK_FFN_IN}, {"ffn_up", RQ_HOOK_FFN_IN},
+                      {"ffn_down", RQ_HOOK_DOWN_IN}};
+
+static rq_linear *layer_linear(rq_layer *L, int i) {
+    rq_linear *t[7] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
+    return t[i];
+}
+
+/* Run every calibration window through one block, in place. */
+static void run_block(rq_fwd *f, const rq_layer *L, int layer, float *x, int n_win, int len, int E, rq_fwd_hook hook,
+                      void *ctx) {
+    for (int w = 0; w < n_win; w++) rq_fwd_layer(f, L, layer, x + (size_t)w * len * E, len, hook, ctx);
+}
+
+static bool any_gptq(const qstate *s) {
+    char name[96];
+    for (int l = 0; l < s->cfg.n_layer; l++)
+        for (int i = 0; i < 7; i++) {
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, block_linears[i].suffix);
+            rq_tensor_recipe tr;
+            rq_recipe_for_tensor(s->r, name, &tr);
+            if (tr.method == RQ_METHOD_GPTQ) return true;
+        }
+    return false;
+}
+
+/* x[n, E] = embedding rows of tokens, from the f32 table or the file's rows. */
+static int embed(const rq_gguf *g, const float *table, const int32_t *tok, int64_t n, int E, float *x) {
+    const rq_gguf_tensor *t = rq_gguf_tensor_find(g, "token_embd.weight");
+    size_t rs = table ? 0 : rq_ggml_row_size(t->type, E);
+    for (int64_t i = 0; i < n; i++) {
+        if (table) {
+            memcpy(x + i * E, table + (size_t)tok[i] * E, (size_t)E * sizeof(float));
+        } else if (rq_ggml_to_float(t->type, (const uint8_t *)t->data + (size_t)tok[i] * rs, x + i * E, E))
+            return rq_fail_ctx("token_embd.weight");
+    }
+    return 0;
+}
+
+static float *load_f32(const rq_gguf *g, const char *name, int64_t n) {
+    const rq_gguf_tensor *t = rq_gguf_tensor_find(g, name);
+    float *w = rq_malloc((size_t)n * sizeof(float));
+    if (rq_ggml_to_float(t->type, t->data, w, n)) {
+        free(w);
+        rq_fail_ctx("%s: tensor '%s'", g->path, name);
+        return NULL;
+    }
+    return w;
+}
+
+static void add_sum(rq_bits_sum *s, int64_t weights, int64_t bits) {
+    s->weights += weights;
+    s->bits += bits;
+}
+
+
+static void set_metadata(rq_gguf_writer *w, const rq_gguf *g, const rq_recipe *r, const rq_calib *cal) {
+    for (uint64_t i = 0; i < g->n_kv; i++)
+        if (strncmp(g->kv[i].key, "repliq.", 7)) rq_gguf_copy_kv(w, &g->kv[i]);
+    char *json = rq_recipe_to_json(r);
+    rq_gguf_set_u32(w, "repliq.format_version", 1);
+    rq_gguf_set_str(w, "repliq.recipe", json);
+    free(json);
+    rq_gguf_set_u32(w, "repliq.act.bits", (uint32_t)r->act.a_bits);
+    rq_gguf_set_f32(w, "repliq.act.clip", r->act.a_clip);
+    rq_gguf_set_bool(w, "repliq.act.bf16", r->act.a_bf16);
+    rq_gguf_set_u32(w, "repliq.kv.bits", (uint32_t)r->act.kv_bits);
+    if (cal) {
+        const char *base = cal->path ? strrchr(cal->path, '/') : NULL;
+        rq_gguf_set_str(w, "repliq.calib.file", base ? base + 1 : cal->path ? cal->path : "(given as tokens)");
+        rq_gguf_set_str(w, "repliq.calib.sha256", cal->sha256);
+        rq_gguf_set_u64(w, "repliq.calib.seed", cal->seed);
+        rq_gguf_set_u32(w, "repliq.calib.n", (uint32_t)cal->n);
+        rq_gguf_set_u32(w, "repliq.calib.len", (uint32_t)cal->len);
+        rq_gguf_set_u32(w, "repliq.calib.docs_used", (uint32_t)cal->docs_used);
+    }
+}
+
+int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_report *rep) {
+    double t0 = rq_time();
+    memset(rep, 0, sizeof *rep);
+    qstate s = {0};
+    s.r = r;
+    s.verbose = job->verbose;
+    struct stat st;
+    if (stat(job->model, &st) != 0) return rq_fail("model '%s' not found", job->model);
+    if ((S_ISDIR(st.st_mode) ? rq_hf_open(job->model, &s.g) : rq_gguf_open(job->model, &s.g))) return -1;
+    int rc = -1;
+    rq_tokenizer *tok = NULL;
+    rq_calib cal = {0};
+    bool have_cal = false, own_cal = false;
+    rq_fwd *f = NULL;
+    float *x = NULL, *xref = NULL, *embd = NULL;
+    rq_gguf_writer *w = NULL;
+    if (rq_config_from_gguf(s.g, &s.cfg)) goto done;
+    const rq_config *c = &s.cfg;
+    const int E = c->n_embd;
+    s.out = rq_calloc(s.g->n_tensors, sizeof *s.out);
+    for (uint64_t i = 0; i < s.g->n_tensors; i++) s.out[i].src = &s.g->tensors[i];
+
+    /* token embeddings (and an untied output) first: RTN only, no inputs to fit */
+    rq_tensor_recipe tr;
+    rq_recipe_for_tensor(r, "token_embd.weight", &tr);
+    if (tr.method != RQ_METHOD_KEEP) {
+        if (!(embd = load_f32(s.g, "token_embd.weight", (int64_t)c->n_vocab * E))) goto done;
+        if (quantize_tensor(&s, "token_embd.weight", embd, c->n_vocab, E, NULL)) goto done;
+    }
+    if (!c->tied_output) {
+        rq_recipe_for_tensor(r, "output.weight", &tr);
+        if (tr.method != RQ_METHOD_KEEP) {
+            float *o = load_f32(s.g, "output.weight", (int64_t)c->n_vocab * E);
+            if (!o) goto done;
+            int e = quantize_tensor(&s, "output.weight", o, c->n_vocab, E, NULL);
+            free(o);
+            if (e) goto done;
+        }
+    }
+
+    bool calibrate = any_gptq(&s) || job->measure;
+    int nw = 0, len = 0;
+    if (calibrate) {
+        if (job->calib) {
+            cal = *job->calib;
+        } else {
+            if (!job->calib_path) {
+                rq_fail("GPTQ needs calibration text: give -f FILE (the C4 sample) or set REPLIQ_DATA");
+                goto done;
+            }
+            if (rq_tokenizer_from_gguf(s.g, &tok)) goto done;
+            if (rq_calib_load(job->calib_path, tok, r->calib_n, r->calib_len, r->seed, &cal)) goto done;
+            own_cal = true;
+        }
+        have_cal = true;
+        for (int64_t i = 0; i < (int64_t)cal.n * cal.len; i++)
+            if (cal.tokens[i] < 0 || cal.tokens[i] >= c->n_vocab) {
+                rq_fail("calibration token %d at %lld is outside the vocabulary (%d)", cal.tokens[i], (long long)i,
+                        c->n_vocab);
+                goto done;
+            }
+        nw = cal.n;
+        len = cal.len;
+        rep->calib_tokens = (int64_t)nw * len;
+        x = rq_malloc((size_t)nw * len * E * sizeof(float));
+        if (embed(s.g, embd, cal.tokens, (int64_t)nw * len, E, x)) goto done;
+        if (r->calib_feed_ref) {
+            xref = rq_malloc((size_t)nw * len * E * sizeof(float));
+            memcpy(xref, x, (size_t)nw * len * E * sizeof(float));
+        }
+        f = rq_fwd_new_cfg(c, len);
+        rq_fwd_set_actq(f, &r->act);
+        if (job->verbose)
+            fprintf(stderr, "quantize: %d calibration windows of %d tokens (%s, seed %llu, %d documents)\n", nw, len,
+                cal.path ? cal.path : "tokens", (unsigned long long)cal.seed, cal.docs_used);
+    }
+
+    double tl = rq_time();
+    for (int l = 0; l < c->n_layer; l++) {
+        rq_layer L, Lref;
+        if (rq_layer_load(s.g, c, l, &L)) goto done;
+        bool have_ref = false;
+        if (calibrate) {
+            int64_t widths[RQ_HOOK_COUNT] = {E, (int64_t)c->n_head * c->head_dim, E, c->n_ff};
+            for (int p = 0; p < RQ_HOOK_COUNT; p++) s.acc[p] = rq_gptq_new(widths[p]);
+            /* statistics of the inputs this block sees: quantized (default) or reference */
+            float *src = r->calib_feed_ref ? xref : x;
+            float *tmp = rq_malloc((size_t)len * E * sizeof(float));
+            for (int wi = 0; wi < nw; wi++) {
+                memcpy(tmp, src + (size_t)wi * len * E, (size_t)len * E * sizeof(float));
+                rq_fwd_layer(f, &L, l, tmp, len, hook_add, &s);
+            }
+            free(tmp);
+            if (r->calib_feed_ref) {
+                if (rq_layer_load(s.g, c, l, &Lref)) {
+                    rq_layer_free(&L);
+                    goto done;
+                }
+                have_ref = true;
+            }
+        }
+        int err = 0;
+        for (int i = 0; i < 7 && !err; i++) {
+            char name[96];
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, block_linears[i].suffix);
+            rq_linear *lin = layer_linear(&L, i);
+            err = quantize_tensor(&s, name, lin->w, lin->rows, lin->cols, calibrate ? s.acc[block_linears[i].in] : NULL);
+        }
+        for (int p = 0; p < RQ_HOOK_COUNT; p++) {
+            rq_gptq_free(s.acc[p]);
+            s.acc[p] = NULL;
+        }
+        if (!err && calibrate) {
+            run_block(f, &L, l, x, nw, len, E, NULL, NULL);
+            if (have_ref) run_block(f, &Lref, l, xref, nw, len, E, NULL, NULL);
+        }
+        rq_layer_free(&L);
+        if (have_ref) rq_layer_free(&Lref);
+        if (err) goto done;
+        rq_progress("quantizing blocks", l + 1, c->n_layer, tl);
+    }
+
+    /* the file: metadata, then every tensor in the source's order */
+    w = rq_gguf_writer_new();
+    set_metadata(w, s.g, r, have_cal ? &cal : NULL);
+    for (uint64_t i = 0; i < s.g->n_tensors; i++) {
+        const rq_gguf_tensor *t = &s.g->tensors[i];
+        const out_tensor *o = &s.out[i];
+        int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+        int64_t nb = (int64_t)(o->blob ? o->blob_len : t->nbytes);
+        if (o->blob) {
+            int64_t ne = (int64_t)o->blob_len;
+            if (rq_gguf_add_tensor(w, t->name, RQ_GGML_RQ_PACKED, 1, &ne, o->blob, o->blob_len)) goto done;
+        } else if (rq_gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->nbytes))
+            goto done;
+        bool eo = !strcmp(t->name, "token_embd.weight") || !strcmp(t->name, "output.weight");
+        add_sum(rq_is_block_linear(t->name) ? &rep->linear : eo ? &rep->embd_out : &rep->other, n, nb * 8);
+    }
+    if (rq_gguf_write(w, job->out_path)) goto done;
+    if (stat(job->out_path, &st) == 0) rep->file_bytes = (size_t)st.st_size;
+    rep->rel_err_mean = s.err_n ? s.err_sum / s.err_n : 0;
+    rc = 0;
+done:
+    if (w) rq_gguf_writer_free(w);
+    for (int p = 0; p < RQ_HOOK_COUNT; p++) rq_gptq_free(s.acc[p]);
+    if (s.out)
+        for (uint64_t i = 0; i < s.g->n_tensors; i++) free(s.out[i].blob);
+    free(s.out);
+    free(x);
+    free(xref);
+    free(embd);
+    rq_fwd_free(f);
+    if (own_cal) rq_calib_free(&cal);
+    if (tok) rq_tokenizer_free(tok);
+    rq_gguf_close(s.g);
+    rep->seconds = rq_time() - t0;
+    rep->peak_rss = rq_peak_rss();
+    return rc;
+}

@@ -1,0 +1,41 @@
+/* quantize.h - the layer-by-layer quantization driver: calibration windows go
+ * through the model one block at a time; each block's linear layers are
+ * quantized (RTN or GPTQ from the block's input statistics) and its quantized
+ * outputs feed the next block. Writes a GGUF with packed tensors and the recipe. */
+#ifndef RQ_QUANTIZE_H
+#define RQ_QUANTIZE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "calib.h"
+#include "recipe.h"
+
+typedef struct {
+    int64_t weights, bits; /* elements and stored bits (codes + parameters + headers) */
+} rq_bits_sum;
+
+typedef struct {
+    rq_bits_sum linear;   /* the seven linear layers of every block */
+    rq_bits_sum embd_out; /* token_embd and output (once when tied) */
+    rq_bits_sum other;    /* norms, biases */
+    int64_t calib_tokens;
+    double seconds;
+    size_t peak_rss;
+    size_t file_bytes;
+    double rel_err_mean;  /* mean over GPTQ/RTN-with-calibration tensors of ||(W'-W)X||^2 / ||WX||^2 */
+} rq_quant_report;
+
+typedef struct {
+    const char *model;      /* GGUF path or Hugging Face folder */
+    const char *calib_path; /* JSON-lines calibration file (needed when a tensor uses GPTQ) */
+    const rq_calib *calib;        /* or ready-made calibration windows (tests); calib_path is then unused */
+    const char *out_path;
+    int verbose;            /* one line per tensor on stderr */
+    bool measure;           /* run calibration even when no tensor needs it (RTN), to report layer errors */
+} rq_quant_job;
+
+int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_report *rep);
+
+#endif
