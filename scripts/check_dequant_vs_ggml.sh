@@ -62,7 +62,7 @@ done
 bin=$build/dequant_vs_ggml
 gcc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -ffp-contract=off -I"$ggml/include" -I"$root/src" \
     "$root/scripts/dequant_vs_ggml.c" "$root/src/util.c" "$root/src/ggml_types.c" \
-    "$root/src/dequant.c" "$root/src/dequant_k.c" "${objs[@]}" -lstdc++ -lm -lpthread -o "$bin"
+    "$root/src/dequant.c" "$root/src/dequant_k.c" "$root/src/dequant_iq.c" "$root/src/paths.c" "${objs[@]}" -lstdc++ -lm -lpthread -o "$bin"
 
 echo "ggml sources: $llama" >&2
 "$bin" "$@"

@@ -47,7 +47,37 @@ FORMATS = {
     T.Q4_K: (4, 4, (0, 2)),
     T.Q5_K: (0, 8, (0, 2)),
     T.Q6_K: (4, 4, (208,)),
+    T.IQ4_NL: (0, 32, (0,)),
+    # the i-quants; no packaged model has them. iq1_m has no f16 at a fixed
+    # offset: its d is spread over the scales (see IQ1_M_SCALES).
+    T.IQ2_XXS: (0, 16, (0,)),
+    T.IQ2_XS: (0, 16, (0,)),
+    T.IQ3_XXS: (0, 16, (0,)),
+    T.IQ1_S: (0, 16, (0,)),
+    T.IQ3_S: (0, 16, (0,)),
+    T.IQ2_S: (0, 16, (0,)),
+    T.IQ4_XS: (0, 16, (0,)),
+    T.IQ1_M: (0, 16, ()),
 }
+
+# The first ORIGINAL formats draw their random blocks from one stream in type-id
+# order, as their fixtures were first made; each format listed after them has a
+# stream of its own, default_rng([SEED, type id]), so adding one changes no other
+# fixture. New formats go at the end.
+ORIGINAL = 13
+
+# iq1_m: bits 12..15 of the u16 at 48 + 2k are bits 4k..4k+3 of the f16 d.
+IQ1_M_SCALES = 48
+
+
+def draw_plan():
+    """(type, generator, how the provenance names it) in the order they are drawn."""
+    listed = list(FORMATS)
+    shared = np.random.default_rng(SEED)
+    plan = [(q, shared, f"default_rng({SEED}) in type-id order") for q in sorted(listed[:ORIGINAL], key=int)]
+    plan += [(q, np.random.default_rng([SEED, int(q)]), f"default_rng([{SEED}, {int(q)}])")
+             for q in listed[ORIGINAL:]]
+    return plan
 
 
 def ggml_name(qtype):
@@ -81,6 +111,12 @@ def random_blocks(rng, qtype, nblocks):
     blocks = rng.integers(0, 256, (nblocks, type_size), dtype=np.uint16).astype(np.uint8)
     for off in FORMATS[qtype][2]:
         blocks[:, off:off + 2] = random_f16_scales(rng, nblocks).view(np.uint8).reshape(nblocks, 2)
+    if qtype == T.IQ1_M:
+        d = random_f16_scales(rng, nblocks).view(np.uint16)
+        sc = blocks[:, IQ1_M_SCALES:IQ1_M_SCALES + 8].copy().view("<u2")
+        for k in range(4):
+            sc[:, k] = (sc[:, k] & 0x0FFF) | (((d >> (4 * k)) & 0xF) << 12)
+        blocks[:, IQ1_M_SCALES:IQ1_M_SCALES + 8] = sc.view(np.uint8)
     return blocks.reshape(-1)
 
 
@@ -113,7 +149,7 @@ def real_blocks(models, qtype, nblocks):
     sys.exit(f"no {qtype.name} tensor in the given models; pass the model that has one")
 
 
-def write_fixture(out_dir, qtype, models, rng, versions):
+def write_fixture(out_dir, qtype, models, rng, versions, draw):
     n_real, n_random, _ = FORMATS[qtype]
     block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
     real, where = real_blocks(models, qtype, n_real)
@@ -127,10 +163,10 @@ def write_fixture(out_dir, qtype, models, rng, versions):
     parts = [where] if where else []
     if block_size == 1:
         parts.append(f"values {n_real}-{nblocks - 1}: random finite {ggml_name(qtype)} bit patterns, "
-                     f"numpy default_rng({SEED}) in type-id order")
+                     f"numpy {draw}")
     else:
         parts.append(f"blocks {n_real}-{nblocks - 1}: random bytes, finite f16 scales, "
-                     f"numpy default_rng({SEED}) in type-id order")
+                     f"numpy {draw}")
     prov = (f"expected values by gguf.quants.dequantize, {versions}; " + "; ".join(parts)
             + "; written by scripts/make_dequant_fixtures.py")
     header = (f"{MAGIC.decode()} {VERSION}\n"
@@ -166,10 +202,9 @@ def main():
     versions = (f"gguf {importlib.metadata.version('gguf')}, numpy {np.__version__}")
 
     os.makedirs(args.out, exist_ok=True)
-    rng = np.random.default_rng(SEED)
     total = 0
-    for qtype in sorted(FORMATS, key=int):
-        path, size = write_fixture(args.out, qtype, models, rng, versions)
+    for qtype, rng, draw in draw_plan():
+        path, size = write_fixture(args.out, qtype, models, rng, versions, draw)
         total += size
         print(f"{path}: {size} bytes")
     print(f"total {total} bytes")

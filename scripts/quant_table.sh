@@ -22,7 +22,7 @@ tag=${CALIB_N:+.n$CALIB_N}
 cache=${REPLIQ_CACHE:-$HOME/.cache/repliq}
 out=$cache/quant/$model
 mkdir -p "$out" results
-R=build/repliq
+R=${REPLIQ_BIN:-build/repliq}
 ref=$($R pull "$model" >/dev/null 2>&1; echo "$cache/$model.gguf")
 [ -f "$ref" ] || { echo "quant_table: model $model is not in the cache (repliq pull $model)" >&2; exit 1; }
 copt() { [ "$1" = all ] && echo "" || echo "--chunks $1"; }

@@ -19,3 +19,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 echo "setup: system packages present" >&2
+# gguf (PyPI): its NumPy dequantizers wrote tests/fixtures/dequant, and its data are
+# the source of the IQ lattice grids (scripts/gen_iq_tables.py); pinned so both match
+if ! python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("gguf") != "0.19.0")' 2>/dev/null; then
+    echo "setup: installing gguf==0.19.0 (pip, user)" >&2
+    python3 -m pip install --user -q gguf==0.19.0 2>/dev/null ||
+        python3 -m pip install --user -q --break-system-packages gguf==0.19.0
+fi

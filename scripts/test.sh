@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# the IQ lattice grids are generated, not kept in the tree; a no-op when up to date
+python3 scripts/gen_iq_tables.py
 : "${REPLIQ_DATA:?set REPLIQ_DATA to the data folder (wiki.test.raw, wiki.valid.raw, the C4 sample)}"
 export REPLIQ_DATA
 jobs=$(nproc 2>/dev/null || echo 2)

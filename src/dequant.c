@@ -1,5 +1,5 @@
 /* dequant.c - scalar reference dequantizers for the plain float types (f32, f16,
- * bf16) and the 32-value block formats (q4_0, q4_1, q5_0, q5_1, q8_0). */
+ * bf16), the 32-value block formats (q4_0 .. q8_0, iq4_nl) and iq4_nl's sibling iq4_xs. */
 #include <string.h>
 
 #include "ggml_blocks.h"
@@ -81,5 +81,32 @@ void rq_dequant_q8_0_ref(const void *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n / RQ_QK; i++, b++, dst += RQ_QK) {
         const float d = rq_fp16_to_fp32(rq_le16(b->d));
         for (int j = 0; j < RQ_QK; j++) dst[j] = (float)b->qs[j] * d;
+    }
+}
+
+/* The 16 levels of iq4_nl (ggml-common.h's kvalues_iq4nl): a non-uniform grid
+ * denser near zero, where most weights lie. */
+static const int8_t iq4nl_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+void rq_dequant_iq4_nl_ref(const void *src, float *dst, int64_t n) {
+    const rq_block_iq4_nl *b = src;
+    for (int64_t i = 0; i < n / RQ_QK; i++, b++, dst += RQ_QK) {
+        const float d = rq_fp16_to_fp32(rq_le16(b->d));
+        for (int j = 0; j < RQ_QK; j++) dst[j] = d * (float)iq4nl_levels[nibble32(b->qs, j)];
+    }
+}
+
+/* iq4_xs: iq4_nl's levels under a 6-bit scale per 32 values (biased by 32), in
+ * ggml's order: dl = d * (ls - 32) first, then dl * level. */
+void rq_dequant_iq4_xs_ref(const void *src, float *dst, int64_t n) {
+    const rq_block_iq4_xs *b = src;
+    for (int64_t i = 0; i < n / RQ_QK_K; i++, b++) {
+        const float d = rq_fp16_to_fp32(rq_le16(b->d));
+        const unsigned sh = rq_le16(b->scales_h);
+        for (int s = 0; s < RQ_QK_K / 32; s++, dst += RQ_QK) {
+            const int ls = (b->scales_l[s / 2] >> 4 * (s % 2) & 0xf) | (int)(sh >> 2 * s & 3) << 4;
+            const float dl = d * (float)(ls - 32);
+            for (int j = 0; j < RQ_QK; j++) dst[j] = dl * (float)iq4nl_levels[nibble32(b->qs + 16 * s, j)];
+        }
     }
 }

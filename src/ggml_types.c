@@ -31,7 +31,7 @@ static const rq_ggml_traits traits[RQ_GGML_TYPE_LIMIT] = {
     /* e8m0 exponent, 16 bytes of 4-bit codes */
     [RQ_GGML_MXFP4] = {"mxfp4", RQ_QK, 1 + RQ_QK / 2, NULL},
     /* d f16, 16 bytes of 4-bit codes */
-    [RQ_GGML_IQ4_NL] = {"iq4_nl", RQ_QK, 2 + RQ_QK / 2, NULL},
+    [RQ_GGML_IQ4_NL] = {"iq4_nl", RQ_QK, sizeof(rq_block_iq4_nl), rq_dequant_iq4_nl_ref},
 
     [RQ_GGML_Q2_K] = {"q2_K", RQ_QK_K, sizeof(rq_block_q2_k), rq_dequant_q2_k_ref},
     [RQ_GGML_Q3_K] = {"q3_K", RQ_QK_K, sizeof(rq_block_q3_k), rq_dequant_q3_k_ref},
@@ -40,23 +40,15 @@ static const rq_ggml_traits traits[RQ_GGML_TYPE_LIMIT] = {
     [RQ_GGML_Q6_K] = {"q6_K", RQ_QK_K, sizeof(rq_block_q6_k), rq_dequant_q6_k_ref},
     /* d f32, 256 int8, 16 int16 group sums */
     [RQ_GGML_Q8_K] = {"q8_K", RQ_QK_K, 4 + RQ_QK_K + 2 * (RQ_QK_K / 16), NULL},
-    /* d f16, 32 uint16 grid words */
-    [RQ_GGML_IQ2_XXS] = {"iq2_xxs", RQ_QK_K, 2 + 2 * (RQ_QK_K / 8), NULL},
-    /* d f16, 32 uint16 grid words, 8 scale bytes */
-    [RQ_GGML_IQ2_XS] = {"iq2_xs", RQ_QK_K, 2 + 2 * (RQ_QK_K / 8) + RQ_QK_K / 32, NULL},
-    /* d f16, 64 grid bytes, 8 high-bit bytes, 8 scale bytes */
-    [RQ_GGML_IQ2_S] = {"iq2_s", RQ_QK_K, 2 + RQ_QK_K / 4 + RQ_QK_K / 32 + RQ_QK_K / 32, NULL},
-    /* d f16, 96 bytes of grid indices and signs */
-    [RQ_GGML_IQ3_XXS] = {"iq3_xxs", RQ_QK_K, 2 + 3 * (RQ_QK_K / 8), NULL},
-    /* d f16, 64 grid bytes, 8 high-bit bytes, 32 sign bytes, 4 scale bytes */
-    [RQ_GGML_IQ3_S] = {"iq3_s", RQ_QK_K, 2 + RQ_QK_K / 4 + RQ_QK_K / 32 + RQ_QK_K / 8 + RQ_QK_K / 64,
-                       NULL},
-    /* d f16, 32 grid bytes, 8 uint16 high parts */
-    [RQ_GGML_IQ1_S] = {"iq1_s", RQ_QK_K, 2 + RQ_QK_K / 8 + 2 * (RQ_QK_K / 32), NULL},
-    /* 32 grid bytes, 16 high-bit bytes, 8 scale bytes (the f16 d is spread over them) */
-    [RQ_GGML_IQ1_M] = {"iq1_m", RQ_QK_K, RQ_QK_K / 8 + RQ_QK_K / 16 + RQ_QK_K / 32, NULL},
-    /* d f16, uint16 high scale bits, 4 low scale bytes, 128 bytes of 4-bit codes */
-    [RQ_GGML_IQ4_XS] = {"iq4_xs", RQ_QK_K, 2 + 2 + RQ_QK_K / 64 + RQ_QK_K / 2, NULL},
+    /* the grid-based i-quants: the last field says to_float needs the grid file */
+    [RQ_GGML_IQ2_XXS] = {"iq2_xxs", RQ_QK_K, sizeof(rq_block_iq2_xxs), rq_dequant_iq2_xxs_ref, 1},
+    [RQ_GGML_IQ2_XS] = {"iq2_xs", RQ_QK_K, sizeof(rq_block_iq2_xs), rq_dequant_iq2_xs_ref, 1},
+    [RQ_GGML_IQ2_S] = {"iq2_s", RQ_QK_K, sizeof(rq_block_iq2_s), rq_dequant_iq2_s_ref, 1},
+    [RQ_GGML_IQ3_XXS] = {"iq3_xxs", RQ_QK_K, sizeof(rq_block_iq3_xxs), rq_dequant_iq3_xxs_ref, 1},
+    [RQ_GGML_IQ3_S] = {"iq3_s", RQ_QK_K, sizeof(rq_block_iq3_s), rq_dequant_iq3_s_ref, 1},
+    [RQ_GGML_IQ1_S] = {"iq1_s", RQ_QK_K, sizeof(rq_block_iq1_s), rq_dequant_iq1_s_ref, 1},
+    [RQ_GGML_IQ1_M] = {"iq1_m", RQ_QK_K, sizeof(rq_block_iq1_m), rq_dequant_iq1_m_ref, 1},
+    [RQ_GGML_IQ4_XS] = {"iq4_xs", RQ_QK_K, sizeof(rq_block_iq4_xs), rq_dequant_iq4_xs_ref},
     /* 48 bytes of five base-3 digits, 4 bytes of four, d f16 */
     [RQ_GGML_TQ1_0] = {"tq1_0", RQ_QK_K, (RQ_QK_K - 4 * (RQ_QK_K / 64)) / 5 + RQ_QK_K / 64 + 2, NULL},
     /* 64 bytes of 2-bit values, d f16 */
@@ -64,7 +56,7 @@ static const rq_ggml_traits traits[RQ_GGML_TYPE_LIMIT] = {
 };
 
 /* Bytes, not values: the blob's own header says its format and shape. */
-static const rq_ggml_traits packed_traits = {"rq_packed", 1, 1, NULL};
+static const rq_ggml_traits packed_traits = {"rq_packed", 1, 1, NULL, 0};
 
 const rq_ggml_traits *rq_ggml_traits_of(int type) {
     if (type == RQ_GGML_RQ_PACKED) return &packed_traits;
@@ -123,6 +115,7 @@ int rq_ggml_to_float(int type, const void *src, float *dst, int64_t n) {
         return rq_fail("%s: cannot dequantize %lld values, not a whole number of %lld-value blocks",
                        t->name, (long long)n, (long long)t->block_size);
     if (n == 0) return 0;
+    if (t->needs_tables && rq_iq_tables_ready(t->name)) return -1;
     t->to_float(src, dst, n);
     return 0;
 }

@@ -53,6 +53,10 @@ typedef struct {
     int64_t block_size;    /* values per block */
     size_t type_size;      /* bytes per block */
     rq_to_float_fn to_float; /* NULL where repliq cannot dequantize this type yet */
+    /* to_float reads the IQ lattice grids, a file generated outside the tree
+     * (scripts/gen_iq_tables.py): rq_ggml_to_float loads them first and fails
+     * with a message when they are missing, since to_float itself cannot fail. */
+    int needs_tables;
 } rq_ggml_traits;
 
 /* NULL for an id that is not a known ggml type. */

@@ -24,7 +24,7 @@ static void add_sum(cJSON *o, const char *name, const rq_bits_sum *s) {
 
 int cmd_quantize(int argc, char **argv) {
     const char *model = NULL, *recipe = NULL, *out = NULL, *calib = NULL;
-    int threads = 2, json = 0, quiet = 0, calib_n = 0, calib_len = 0;
+    int threads = 2, json = 0, quiet = 0, calib_n = 0, calib_len = 0, measure = 0;
     long long seed = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -38,6 +38,7 @@ int cmd_quantize(int argc, char **argv) {
         else if (!strcmp(a, "--seed")) seed = cli_int("quantize", a, cli_val("quantize", argc, argv, &i), 0);
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--quiet")) quiet = 1;
+        else if (!strcmp(a, "--measure")) measure = 1;
         else {
             fprintf(stderr, "repliq quantize: unknown option '%s'\n", a);
             return 2;
@@ -45,7 +46,7 @@ int cmd_quantize(int argc, char **argv) {
     }
     if (!model || !recipe || !out)
         return cli_die("quantize", "usage: repliq quantize -m MODEL --recipe FILE -o OUT.gguf [-f CALIB.jsonl[.xz]] "
-                                   "[-n WINDOWS] [-L TOKENS] [--seed S] [-t N] [--json] [--quiet]");
+                                   "[-n WINDOWS] [-L TOKENS] [--seed S] [-t N] [--json] [--quiet] [--measure]");
     char mpath[4096], cpath[4096];
     if (rq_resolve_model(model, mpath, sizeof mpath)) return cli_die("quantize", rq_error());
     rq_recipe r;
@@ -61,7 +62,7 @@ int cmd_quantize(int argc, char **argv) {
         return cli_die("quantize", rq_error());
     }
     rq_set_threads(threads);
-    rq_quant_job job = {.model = mpath, .calib_path = cal, .out_path = out, .verbose = !quiet};
+    rq_quant_job job = {.model = mpath, .calib_path = cal, .out_path = out, .verbose = !quiet, .measure = measure};
     rq_quant_report rep;
     int rc = rq_quantize_model(&job, &r, &rep);
     if (rc) {
