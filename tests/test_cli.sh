@@ -22,6 +22,12 @@ expect test_cli_bad_ctx "integer" "$bin" ppl -m x -f y -c abc
 expect test_cli_bad_protocol "unknown protocol" "$bin" ppl -m x -f y --protocol foo
 printf 'GGUF\003\000\000\000' >"$tmp/trunc.gguf"
 expect test_cli_truncated_gguf "truncated" "$bin" ppl -m "$tmp/trunc.gguf" -f /etc/hostname
+printf '{"repliq_recipe": 1, "bits": 4, "grop": 64}' >"$tmp/typo.json"
+expect test_cli_recipe_unknown_key "unknown key 'grop'" "$bin" quantize -m x --recipe "$tmp/typo.json" -o "$tmp/o.gguf"
+printf '{"repliq_recipe": 1, "bits": 0}' >"$tmp/bits0.json"
+expect test_cli_recipe_bits0 "'bits' = 0" "$bin" quantize -m x --recipe "$tmp/bits0.json" -o "$tmp/o.gguf"
+expect test_cli_quantize_usage "usage" "$bin" quantize -m x
+expect test_cli_ppl_bad_aclip "act clip" "$bin" ppl -m x -f y --abits 8 --aclip 2
 model=${REPLIQ_CACHE:-$HOME/.cache/repliq}/smollm2-135m.gguf
 if [ -f "$model" ]; then
     : >"$tmp/empty.txt"
@@ -31,7 +37,11 @@ if [ -f "$model" ]; then
     printf 'a short text.\n' >"$tmp/short.txt"
     expect test_cli_short_text "fewer than two windows" "$bin" ppl -m "$model" -f "$tmp/short.txt" --quiet
     expect test_cli_missing_text "not found" "$bin" ppl -m "$model" -f "$tmp/nope.txt" --quiet
+    printf '{"repliq_recipe": 1, "method": "gptq"}' >"$tmp/gptq.json"
+    expect test_cli_quantize_no_calib "not found" "$bin" quantize -m "$model" --recipe "$tmp/gptq.json" -o "$tmp/o.gguf" -f "$tmp/nope.jsonl"
+    [ ! -e "$tmp/o.gguf" ] && [ ! -e "$tmp/o.gguf.tmp" ] && pass test_cli_quantize_nothing_left || fail test_cli_quantize_nothing_left "output left behind"
+    expect test_cli_ppl_bad_act "act bits" "$bin" ppl -m "$model" -f "$tmp/short.txt" --abits 1 --quiet
     expect test_cli_kl_base_bad "bad magic\|cannot open" "$bin" ppl -m "$model" -f "$tmp/short.txt" --kl-base "$tmp/short.txt" --quiet
 else
-    for t in empty_text not_utf8 short_text missing_text kl_base_bad; do echo "SKIP test_cli_$t: smollm2-135m not cached"; done
+    for t in empty_text not_utf8 short_text missing_text kl_base_bad quantize_no_calib quantize_nothing_left ppl_bad_act; do echo "SKIP test_cli_$t: smollm2-135m not cached"; done
 fi

@@ -14,6 +14,8 @@
 #include "gguf.h"
 #include "hf.h"
 #include "model.h"
+#include "quantize.h"
+#include "recipe.h"
 #include "rq_test.h"
 #include "safetensors.h"
 #include "util.h"
@@ -299,6 +301,37 @@ static void test_hf_llama_single_file(void) {
     check_model(d, false, false);
 }
 
+/* A Hugging Face folder quantizes like a GGUF: block linears packed, the rest
+ * (F32/F16/BF16 as the view holds them) copied, and the result loads. */
+static void test_hf_quantize(void) {
+    char d[600], out[700];
+    path_in(d, sizeof d, "llama-q");
+    make_model(d, false, false, true);
+    snprintf(out, sizeof out, "%s/q.gguf", tmpdir);
+    rq_recipe r;
+    rq_recipe_default(&r);
+    r.base.method = RQ_METHOD_RTN;
+    r.base.grid.bits = 3;
+    rq_quant_job job = {.model = d, .out_path = out};
+    rq_quant_report rep;
+    REQUIRE(rq_quantize_model(&job, &r, &rep) == 0);
+    CHECK(rep.linear.weights > 0 && rep.linear.bits < 16 * rep.linear.weights); /* tiny rows: headers dominate */
+    rq_model *a = NULL, *b = NULL;
+    REQUIRE(rq_model_load(d, &a) == 0);
+    REQUIRE(rq_model_load(out, &b) == 0);
+    CHECK(memcmp(a->out_norm, b->out_norm, sizeof(float) * a->cfg.n_embd) == 0);
+    CHECK(memcmp(a->tok_embd, b->tok_embd, sizeof(float) * a->cfg.n_embd * a->cfg.n_vocab) == 0);
+    double diff = 0, size = 0;
+    for (int64_t i = 0; i < a->layers[0].q.rows * a->layers[0].q.cols; i++) {
+        diff = fmax(diff, fabs(a->layers[0].q.w[i] - b->layers[0].q.w[i]));
+        size = fmax(size, fabs(a->layers[0].q.w[i]));
+    }
+    CHECKF(diff > 0 && diff < 0.2 * size, "3-bit attn_q: largest change %g of %g", diff, size);
+    rq_model_free(a);
+    rq_model_free(b);
+    rq_recipe_free(&r);
+}
+
 static void test_hf_qwen2_sharded_tied(void) {
     char d[600];
     path_in(d, sizeof d, "qwen2");
@@ -516,6 +549,7 @@ int main(void) {
         printf("FAIL test_hf: cannot create a temporary folder under %s\n", base && *base ? base : "/tmp");
         return 1;
     }
+    RUN(test_hf_quantize);
     RUN(test_st_valid_minimal);
     RUN(test_st_refuses_damage);
     RUN(test_st_truncations_and_flips);

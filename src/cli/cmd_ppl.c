@@ -56,6 +56,9 @@ int cmd_ppl(int argc, char **argv) {
                                                 "[--chunks N] [--json] [-t N] [--kl-save FILE | --kl-base FILE] "
                                                 "[--abits 0|2..8|16] [--aclip R] [--abf16] [--kvbits 0|2..8|16]");
     if (kl_save && kl_base) return cli_die("ppl", "give either --kl-save or --kl-base, not both");
+    rq_actq given = {aq.a_bits >= 0 ? aq.a_bits : 0, aq.a_clip >= 0 ? aq.a_clip : 1.0f, false,
+                     aq.kv_bits >= 0 ? aq.kv_bits : 0};
+    if (rq_actq_check(&given)) return cli_die("ppl", rq_error());
     char mpath[4096], tpath[4096];
     if (rq_resolve_model(model, mpath, sizeof mpath) || rq_resolve_data(text, tpath, sizeof tpath))
         return cli_die("ppl", rq_error());

@@ -48,9 +48,12 @@ int cmd_quantize(int argc, char **argv) {
         return cli_die("quantize", "usage: repliq quantize -m MODEL --recipe FILE -o OUT.gguf [-f CALIB.jsonl[.xz]] "
                                    "[-n WINDOWS] [-L TOKENS] [--seed S] [-t N] [--json] [--quiet] [--measure]");
     char mpath[4096], cpath[4096];
-    if (rq_resolve_model(model, mpath, sizeof mpath)) return cli_die("quantize", rq_error());
     rq_recipe r;
     if (rq_recipe_load(recipe, &r)) return cli_die("quantize", rq_error());
+    if (rq_resolve_model(model, mpath, sizeof mpath)) {
+        rq_recipe_free(&r);
+        return cli_die("quantize", rq_error());
+    }
     /* command-line settings go into the recipe, so the file records what was run */
     if (calib_n) r.calib_n = calib_n;
     if (calib_len) r.calib_len = calib_len;
