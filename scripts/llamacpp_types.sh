@@ -54,6 +54,7 @@ done
 command -v python3 >/dev/null || die "python3 not found (it writes the JSON lines and the table)"
 [ -f "$WIKI" ] || die "$WIKI not found: set REPLIQ_DATA to the folder holding wiki.test.raw"
 [ -f "$C4" ] || die "$C4 not found: set REPLIQ_DATA to the folder holding the C4 sample"
+python3 "$REPO/scripts/gen_iq_tables.py" >/dev/null || die "cannot write the IQ lattice tables (scripts/gen_iq_tables.py; needs the gguf package: scripts/setup.sh)"
 mkdir -p "$OUT"
 case "$(cd "$OUT" && pwd -P)/" in "$(cd "$REPO" && pwd -P)/"*) die "LQ_DIR $OUT is inside the repository; put it elsewhere" ;; esac
 
