@@ -29,7 +29,8 @@ void rq_actq_tokens(float *x, int n, int dim, int bits, float clip, bool bf16) {
     float qmax = (float)((1 << (bits - 1)) - 1);
     for (int t = 0; t < n; t++) {
         float *xt = x + (size_t)t * dim, a = 0.0f;
-        for (int i = 0; i < dim; i++) a = fmaxf(a, fabsf(xt[i]));
+        for (int i = 0; i < dim; i++)
+            a = fmaxf(a, fabsf(xt[i]));
         float s = clip * a / qmax;
         if (s == 0.0f) continue;
         float inv = 1.0f / s;
@@ -54,7 +55,8 @@ void rq_kvq_tokens(float *x, int n, int n_heads, int hd, int bits) {
             float *v = x + r * hd + g0;
             int len = hd - g0 < gs ? hd - g0 : gs;
             float lo = v[0], hi = v[0];
-            for (int i = 1; i < len; i++) lo = fminf(lo, v[i]), hi = fmaxf(hi, v[i]);
+            for (int i = 1; i < len; i++)
+                lo = fminf(lo, v[i]), hi = fmaxf(hi, v[i]);
             float s = (hi - lo) / maxq;
             if (s == 0.0f) continue;
             float inv = 1.0f / s;

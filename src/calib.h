@@ -10,12 +10,12 @@
 struct rq_tokenizer;
 
 typedef struct {
-    int32_t *tokens;   /* [n, len] */
+    int32_t *tokens; /* [n, len] */
     int n, len;
     uint64_t seed;
-    int n_docs;        /* documents in the file */
-    int docs_used;     /* documents (from the shuffled order) the windows draw on */
-    char sha256[65];   /* of the file as stored (compressed bytes when .xz) */
+    int n_docs;      /* documents in the file */
+    int docs_used;   /* documents (from the shuffled order) the windows draw on */
+    char sha256[65]; /* of the file as stored (compressed bytes when .xz) */
     char *path;
 } rq_calib;
 

@@ -11,16 +11,16 @@ typedef enum { RQ_ROUND_NEAREST = 0, RQ_ROUND_STOCHASTIC = 1 } rq_round;
 
 /* How the values of one tensor are mapped to codes. Defaults: rq_grid_default(). */
 typedef struct {
-    int bits;          /* 1..8 */
-    bool sym;          /* true: levels s*(q - (2^b-1)/2 + offset); false: min + s*(q + offset) */
-    int64_t group;     /* values per group along a row; 0 = one group per row (per channel).
-                        * When it does not divide the row, the last group is shorter. */
-    bool mse;          /* search the clipping ratio per group minimising the squared error */
-    float mse_min;     /* smallest clipping ratio searched, in (0, 1] (default 0.5) */
-    int mse_steps;     /* ratios tried from 1 down to mse_min (default 20) */
-    float offset;      /* grid shifted by this fraction of a step, in [-0.5, 0.5] */
+    int bits;      /* 1..8 */
+    bool sym;      /* true: levels s*(q - (2^b-1)/2 + offset); false: min + s*(q + offset) */
+    int64_t group; /* values per group along a row; 0 = one group per row (per channel).
+                    * When it does not divide the row, the last group is shorter. */
+    bool mse;      /* search the clipping ratio per group minimising the squared error */
+    float mse_min; /* smallest clipping ratio searched, in (0, 1] (default 0.5) */
+    int mse_steps; /* ratios tried from 1 down to mse_min (default 20) */
+    float offset;  /* grid shifted by this fraction of a step, in [-0.5, 0.5] */
     rq_round round;
-    float noise;       /* uniform noise in [-noise/2, noise/2] steps added before rounding */
+    float noise; /* uniform noise in [-noise/2, noise/2] steps added before rounding */
     /* 1-bit only: an extra binary residual, sign times a per-row scale, on the
      * salient columns (BiLLM's idea); salient_frac of the columns, at least 1. */
     bool binres;
@@ -41,13 +41,13 @@ float rq_rng_uniform(rq_rng *r); /* [0, 1) with 24 random bits */
 /* A quantized [rows, cols] matrix, codes unpacked one per byte. The scale and
  * min arrays hold f16 bit patterns: what the file stores is what is used. */
 typedef struct {
-    rq_grid grid;      /* bits, sym, offset, binres as quantized (the rest informative) */
+    rq_grid grid; /* bits, sym, offset, binres as quantized (the rest informative) */
     int64_t rows, cols;
-    int64_t group;     /* resolved: 1..cols */
-    int64_t n_groups;  /* per row: ceil(cols / group) */
-    uint8_t *q;        /* [rows, cols] codes 0..2^bits-1 */
-    uint16_t *scale;   /* [rows, n_groups] f16 */
-    uint16_t *min;     /* [rows, n_groups] f16; NULL when symmetric */
+    int64_t group;    /* resolved: 1..cols */
+    int64_t n_groups; /* per row: ceil(cols / group) */
+    uint8_t *q;       /* [rows, cols] codes 0..2^bits-1 */
+    uint16_t *scale;  /* [rows, n_groups] f16 */
+    uint16_t *min;    /* [rows, n_groups] f16; NULL when symmetric */
     /* binres: residual on salient columns (n_sal == 0 otherwise) */
     int64_t n_sal;
     int32_t *sal_cols; /* [n_sal] strictly increasing column indices */

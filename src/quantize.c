@@ -39,7 +39,8 @@ typedef struct {
 
 static uint64_t name_stream(const char *s) {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
     return h;
 }
 
@@ -49,7 +50,9 @@ static int tensor_index(const rq_gguf *g, const char *name) {
     return -1;
 }
 
-static const char *method_name(rq_method m) { return m == RQ_METHOD_GPTQ ? "gptq" : m == RQ_METHOD_RTN ? "rtn" : "keep"; }
+static const char *method_name(rq_method m) {
+    return m == RQ_METHOD_GPTQ ? "gptq" : m == RQ_METHOD_RTN ? "rtn" : "keep";
+}
 
 /* Quantize w[rows, cols] (in place: w becomes the dequantized result) by the
  * tensor's recipe; H is the input accumulator (NULL when there is none). */
@@ -113,7 +116,7 @@ static void hook_add(void *ctx, int layer, rq_hook_point p, const float *x, int 
 static const struct {
     const char *suffix;
     rq_hook_point in;
-} block_linears[7] = {{"attn_q", RQ_HOOK_ATTN_IN}, {"attn_k", RQ_HOOK_ATTN_IN},   {"attn_v", RQ_HOOK_ATTN_IN},
+} block_linears[7] = {{"attn_q", RQ_HOOK_ATTN_IN},   {"attn_k", RQ_HOOK_ATTN_IN},  {"attn_v", RQ_HOOK_ATTN_IN},
                       {"attn_output", RQ_HOOK_O_IN}, {"ffn_gate", RQ_HOOK_FFN_IN}, {"ffn_up", RQ_HOOK_FFN_IN},
                       {"ffn_down", RQ_HOOK_DOWN_IN}};
 
@@ -125,7 +128,8 @@ static rq_linear *layer_linear(rq_layer *L, int i) {
 /* Run every calibration window through one block, in place. */
 static void run_block(rq_fwd *f, const rq_layer *L, int layer, float *x, int n_win, int len, int E, rq_fwd_hook hook,
                       void *ctx) {
-    for (int w = 0; w < n_win; w++) rq_fwd_layer(f, L, layer, x + (size_t)w * len * E, len, hook, ctx);
+    for (int w = 0; w < n_win; w++)
+        rq_fwd_layer(f, L, layer, x + (size_t)w * len * E, len, hook, ctx);
 }
 
 static bool any_gptq(const qstate *s) {
@@ -169,7 +173,6 @@ static void add_sum(rq_bits_sum *s, int64_t weights, int64_t bits) {
     s->bits += bits;
 }
 
-
 static void set_metadata(rq_gguf_writer *w, const rq_gguf *g, const rq_recipe *r, const rq_calib *cal) {
     for (uint64_t i = 0; i < g->n_kv; i++)
         if (strncmp(g->kv[i].key, "repliq.", 7)) rq_gguf_copy_kv(w, &g->kv[i]);
@@ -212,7 +215,8 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
     const rq_config *c = &s.cfg;
     const int E = c->n_embd;
     s.out = rq_calloc(s.g->n_tensors, sizeof *s.out);
-    for (uint64_t i = 0; i < s.g->n_tensors; i++) s.out[i].src = &s.g->tensors[i];
+    for (uint64_t i = 0; i < s.g->n_tensors; i++)
+        s.out[i].src = &s.g->tensors[i];
 
     /* token embeddings (and an untied output) first: RTN only, no inputs to fit */
     rq_tensor_recipe tr;
@@ -266,7 +270,7 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
         rq_fwd_set_actq(f, &r->act);
         if (job->verbose)
             fprintf(stderr, "quantize: %d calibration windows of %d tokens (%s, seed %llu, %d documents)\n", nw, len,
-                cal.path ? cal.path : "tokens", (unsigned long long)cal.seed, cal.docs_used);
+                    cal.path ? cal.path : "tokens", (unsigned long long)cal.seed, cal.docs_used);
     }
 
     double tl = rq_time();
@@ -276,7 +280,8 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
         bool have_ref = false;
         if (calibrate) {
             int64_t widths[RQ_HOOK_COUNT] = {E, (int64_t)c->n_head * c->head_dim, E, c->n_ff};
-            for (int p = 0; p < RQ_HOOK_COUNT; p++) s.acc[p] = rq_gptq_new(widths[p]);
+            for (int p = 0; p < RQ_HOOK_COUNT; p++)
+                s.acc[p] = rq_gptq_new(widths[p]);
             /* statistics of the inputs this block sees: quantized (default) or reference */
             float *src = r->calib_feed_ref ? xref : x;
             float *tmp = rq_malloc((size_t)len * E * sizeof(float));
@@ -298,7 +303,8 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
             char name[96];
             snprintf(name, sizeof name, "blk.%d.%s.weight", l, block_linears[i].suffix);
             rq_linear *lin = layer_linear(&L, i);
-            err = quantize_tensor(&s, name, lin->w, lin->rows, lin->cols, calibrate ? s.acc[block_linears[i].in] : NULL);
+            err =
+                quantize_tensor(&s, name, lin->w, lin->rows, lin->cols, calibrate ? s.acc[block_linears[i].in] : NULL);
         }
         for (int p = 0; p < RQ_HOOK_COUNT; p++) {
             rq_gptq_free(s.acc[p]);
@@ -336,9 +342,11 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
     rc = 0;
 done:
     if (w) rq_gguf_writer_free(w);
-    for (int p = 0; p < RQ_HOOK_COUNT; p++) rq_gptq_free(s.acc[p]);
+    for (int p = 0; p < RQ_HOOK_COUNT; p++)
+        rq_gptq_free(s.acc[p]);
     if (s.out)
-        for (uint64_t i = 0; i < s.g->n_tensors; i++) free(s.out[i].blob);
+        for (uint64_t i = 0; i < s.g->n_tensors; i++)
+            free(s.out[i].blob);
     free(s.out);
     free(x);
     free(xref);

@@ -24,16 +24,16 @@ typedef struct {
     double seconds;
     size_t peak_rss;
     size_t file_bytes;
-    double rel_err_mean;  /* mean over GPTQ/RTN-with-calibration tensors of ||(W'-W)X||^2 / ||WX||^2 */
+    double rel_err_mean; /* mean over GPTQ/RTN-with-calibration tensors of ||(W'-W)X||^2 / ||WX||^2 */
 } rq_quant_report;
 
 typedef struct {
     const char *model;      /* GGUF path or Hugging Face folder */
     const char *calib_path; /* JSON-lines calibration file (needed when a tensor uses GPTQ) */
-    const rq_calib *calib;        /* or ready-made calibration windows (tests); calib_path is then unused */
+    const rq_calib *calib;  /* or ready-made calibration windows (tests); calib_path is then unused */
     const char *out_path;
-    int verbose;            /* one line per tensor on stderr */
-    bool measure;           /* run calibration even when no tensor needs it (RTN), to report layer errors */
+    int verbose;  /* one line per tensor on stderr */
+    bool measure; /* run calibration even when no tensor needs it (RTN), to report layer errors */
 } rq_quant_job;
 
 int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_report *rep);

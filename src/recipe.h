@@ -32,10 +32,22 @@ typedef struct {
 } rq_override;
 
 enum {
-    RQ_OV_METHOD = 1u << 0, RQ_OV_BITS = 1u << 1, RQ_OV_SYM = 1u << 2, RQ_OV_GROUP = 1u << 3,
-    RQ_OV_MSE = 1u << 4, RQ_OV_MSE_MIN = 1u << 5, RQ_OV_MSE_STEPS = 1u << 6, RQ_OV_OFFSET = 1u << 7,
-    RQ_OV_ROUND = 1u << 8, RQ_OV_NOISE = 1u << 9, RQ_OV_BINRES = 1u << 10, RQ_OV_SALIENT = 1u << 11,
-    RQ_OV_DAMP = 1u << 12, RQ_OV_BLOCK = 1u << 13, RQ_OV_ACT_ORDER = 1u << 14, RQ_OV_STATIC = 1u << 15,
+    RQ_OV_METHOD = 1u << 0,
+    RQ_OV_BITS = 1u << 1,
+    RQ_OV_SYM = 1u << 2,
+    RQ_OV_GROUP = 1u << 3,
+    RQ_OV_MSE = 1u << 4,
+    RQ_OV_MSE_MIN = 1u << 5,
+    RQ_OV_MSE_STEPS = 1u << 6,
+    RQ_OV_OFFSET = 1u << 7,
+    RQ_OV_ROUND = 1u << 8,
+    RQ_OV_NOISE = 1u << 9,
+    RQ_OV_BINRES = 1u << 10,
+    RQ_OV_SALIENT = 1u << 11,
+    RQ_OV_DAMP = 1u << 12,
+    RQ_OV_BLOCK = 1u << 13,
+    RQ_OV_ACT_ORDER = 1u << 14,
+    RQ_OV_STATIC = 1u << 15,
 };
 
 typedef struct {
@@ -44,10 +56,10 @@ typedef struct {
     rq_tensor_recipe base; /* for the linear layers of every block */
     rq_override *ov;       /* applied in order, later ones win */
     int n_ov;
-    uint64_t seed;         /* calibration shuffle, stochastic rounding, noise */
-    int calib_n;           /* calibration windows (default 12) */
-    int calib_len;         /* tokens per window (default 2048) */
-    bool calib_feed_ref;   /* feed each block reference inputs instead of quantized ones */
+    uint64_t seed;       /* calibration shuffle, stochastic rounding, noise */
+    int calib_n;         /* calibration windows (default 12) */
+    int calib_len;       /* tokens per window (default 2048) */
+    bool calib_feed_ref; /* feed each block reference inputs instead of quantized ones */
     rq_actq act;
 } rq_recipe;
 

@@ -29,7 +29,8 @@ static void test_tokens_int(void) {
             float qmax = (float)((1 << (bits - 1)) - 1);
             for (int t = 0; t < N; t++) {
                 float a = 0;
-                for (int i = 0; i < D; i++) a = fmaxf(a, fabsf(x[t * D + i]));
+                for (int i = 0; i < D; i++)
+                    a = fmaxf(a, fabsf(x[t * D + i]));
                 float step = clip * a / qmax, lim = clip * a;
                 for (int i = 0; i < D; i++) {
                     float xi = x[t * D + i], want = fminf(fmaxf(xi, -lim), lim);

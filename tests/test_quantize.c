@@ -65,13 +65,15 @@ static double logit_gap(const char *qpath) {
     }
     enum { T = 40 };
     int32_t tok[T];
-    for (int i = 0; i < T; i++) tok[i] = (i * 7 + 3) % 97;
+    for (int i = 0; i < T; i++)
+        tok[i] = (i * 7 + 3) % 97;
     float *la = malloc(sizeof(float) * T * 97), *lb = malloc(sizeof(float) * T * 97);
     rq_fwd *fa = rq_fwd_new(a, T), *fb = rq_fwd_new(b, T);
     rq_fwd_logits(a, rq_fwd_hidden(fa, tok, T), T, la);
     rq_fwd_logits(b, rq_fwd_hidden(fb, tok, T), T, lb);
     double d = 0;
-    for (int i = 0; i < T * 97; i++) d = fmax(d, fabs((double)la[i] - lb[i]));
+    for (int i = 0; i < T * 97; i++)
+        d = fmax(d, fabs((double)la[i] - lb[i]));
     rq_fwd_free(fa);
     rq_fwd_free(fb);
     free(la);
