@@ -2,7 +2,7 @@
 # Quantize a model with each recipe and measure it: bits per weight, file size,
 # WikiText-2 test perplexity in both protocols, KL divergence and paired NLL
 # difference to the reference, quantization time and peak memory. One JSON line
-# per recipe goes to results/quant-<model>.jsonl; scripts/quant_table.py prints
+# per recipe goes to results/quant-<model>-l<CHUNKS>-g<WINDOWS>.jsonl; scripts/quant_table.py prints
 # the table.
 #   scripts/quant_table.sh MODEL CHUNKS WINDOWS RECIPE.json...
 # CHUNKS: llamacpp-protocol chunks of 512 ("all" = whole file); WINDOWS: gptq-
@@ -22,6 +22,7 @@ tag=${CALIB_N:+.n$CALIB_N}
 cache=${REPLIQ_CACHE:-$HOME/.cache/repliq}
 out=$cache/quant/$model
 mkdir -p "$out" results
+res=results/quant-$model-l$chunks-g$windows.jsonl
 R=${REPLIQ_BIN:-build/repliq}
 ref=$($R pull "$model" >/dev/null 2>&1; echo "$cache/$model.gguf")
 [ -f "$ref" ] || { echo "quant_table: model $model is not in the cache (repliq pull $model)" >&2; exit 1; }
@@ -50,11 +51,11 @@ for spec in "$@"; do
     echo "quant_table: evaluating $label" >&2
     pl=$($R ppl -m "$file" -f wiki.test.raw $(copt "$chunks") -t "$threads" --quiet --kl-base "$base_l" $flags --json | tail -1)
     pg=$($R ppl -m "$file" -f wiki.test.raw --protocol gptq $(copt "$windows") -t "$threads" --quiet --kl-base "$base_g" $flags --json | tail -1)
-    python3 - "$label" "$recipe" "$qjson" "$pl" "$pg" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >>"results/quant-$model.jsonl" <<'PY'
+    python3 - "$label" "$recipe" "$qjson" "$pl" "$pg" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >>"$res" <<'PY'
 import json, sys
 label, recipe, qjson, pl, pg, ncpu, cpu = sys.argv[1:]
 print(json.dumps({"label": label, "recipe": recipe, "quant": json.load(open(qjson)),
                   "llamacpp": json.loads(pl), "gptq": json.loads(pg), "machine": f"{ncpu} cores, {cpu}"}))
 PY
 done
-python3 scripts/quant_table.py "results/quant-$model.jsonl"
+python3 scripts/quant_table.py "$res"
