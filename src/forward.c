@@ -196,10 +196,6 @@ void rq_fwd_layer(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_f
                 x, E);
 }
 
-void rq_fwd_norm_out(rq_fwd *f, const float *out_norm, const float *x, int n, float *y) {
-    rmsnorm(x, out_norm, n, f->cfg.n_embd, f->cfg.norm_eps, y);
-}
-
 const float *rq_fwd_hidden(rq_fwd *f, const int32_t *tokens, int n) {
     const rq_model *m = f->m;
     const rq_config *c = &m->cfg;

@@ -24,8 +24,6 @@ typedef void (*rq_fwd_hook)(void *ctx, int layer, rq_hook_point p, const float *
 /* One transformer block on x[n, n_embd] in place (tokens at positions 0..n-1);
  * hook (may be NULL) is called with each linear input. */
 void rq_fwd_layer(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx);
-/* y[n, n_embd] = final RMSNorm of x. */
-void rq_fwd_norm_out(rq_fwd *f, const float *out_norm, const float *x, int n, float *y);
 
 /* Run tokens[0..n) at positions 0..n-1 (n <= n_ctx) and leave the final-norm
  * hidden states [n, n_embd] in the returned buffer (owned by f). */

@@ -91,6 +91,13 @@ int rq_config_from_gguf(const rq_gguf *g, rq_config *c) {
     const rq_gguf_tensor *emb = rq_gguf_tensor_find(g, "token_embd.weight");
     if (!emb) return rq_fail("%s: tensor 'token_embd.weight' is missing", g->path);
     c->n_vocab = (int)emb->ne[1];
+    if (emb->type == RQ_GGML_RQ_PACKED) { /* a 1-D blob: the rows are in its header */
+        rq_qtensor h;
+        int id, version;
+        if (rq_qformat_peek(emb->data, emb->nbytes, &h, &id, &version))
+            return rq_fail_ctx("%s: tensor 'token_embd.weight'", g->path);
+        c->n_vocab = (int)h.rows;
+    }
     c->tied_output = rq_gguf_tensor_find(g, "output.weight") == NULL;
     return 0;
 }
@@ -109,7 +116,6 @@ bool rq_is_block_linear(const char *name) {
     return false;
 }
 
-/* Dequantize a named tensor, checking its shape [ne0, ne1]. */
 static float *load_tensor(const rq_gguf *g, const char *name, int64_t ne0, int64_t ne1, int *err) {
     const rq_gguf_tensor *t = rq_gguf_tensor_find(g, name);
     if (!t) {
@@ -146,6 +152,11 @@ static float *load_tensor(const rq_gguf *g, const char *name, int64_t ne0, int64
         return NULL;
     }
     return dst;
+}
+
+float *rq_tensor_load_f32(const rq_gguf *g, const char *name, int64_t ne0, int64_t ne1) {
+    int err = 0;
+    return load_tensor(g, name, ne0, ne1, &err);
 }
 
 static void load_linear(const rq_gguf *g, rq_linear *l, const char *name, int64_t rows, int64_t cols, bool bias,

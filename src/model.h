@@ -66,6 +66,10 @@ void rq_model_free(rq_model *m);
  * attn_output,ffn_gate,ffn_up,ffn_down}.weight. */
 bool rq_is_block_linear(const char *name);
 
+/* A named 2-D tensor [ne1 rows, ne0 cols] dequantized to f32 (ggml types or a
+ * packed blob), its shape checked; NULL with a message when missing or wrong. */
+float *rq_tensor_load_f32(const rq_gguf *g, const char *name, int64_t ne0, int64_t ne1);
+
 /* One block's weights (blk.i.*) as f32, for tools that go layer by layer. */
 int rq_layer_load(const rq_gguf *g, const rq_config *c, int i, rq_layer *L);
 void rq_layer_free(rq_layer *L);

@@ -44,12 +44,6 @@ static uint64_t name_stream(const char *s) {
     return h;
 }
 
-static int tensor_index(const rq_gguf *g, const char *name) {
-    for (uint64_t i = 0; i < g->n_tensors; i++)
-        if (!strcmp(g->tensors[i].name, name)) return (int)i;
-    return -1;
-}
-
 static const char *method_name(rq_method m) {
     return m == RQ_METHOD_GPTQ ? "gptq" : m == RQ_METHOD_RTN ? "rtn" : "keep";
 }
@@ -60,8 +54,8 @@ static int quantize_tensor(qstate *s, const char *name, float *w, int64_t rows, 
     rq_tensor_recipe tr;
     rq_recipe_for_tensor(s->r, name, &tr);
     if (tr.method == RQ_METHOD_KEEP) return 0;
-    int idx = tensor_index(s->g, name);
-    if (idx < 0) return rq_fail("%s: tensor '%s' is missing", s->g->path, name);
+    const rq_gguf_tensor *src = rq_gguf_tensor_find(s->g, name);
+    if (!src) return rq_fail("%s: tensor '%s' is missing", s->g->path, name);
     if (tr.method == RQ_METHOD_GPTQ && !H)
         return rq_fail("%s: GPTQ needs the layer's inputs; it applies to block linear layers only (use \"rtn\" in "
                        "an override for this tensor)",
@@ -85,7 +79,7 @@ static int quantize_tensor(qstate *s, const char *name, float *w, int64_t rows, 
         s->err_sum += rel;
         s->err_n++;
     }
-    out_tensor *o = &s->out[idx];
+    out_tensor *o = &s->out[src - s->g->tensors];
     o->blob_len = rq_qformat_size(&q);
     o->blob = o->blob_len ? rq_malloc(o->blob_len) : NULL;
     if (!o->blob || rq_qformat_pack(&q, o->blob)) {
@@ -157,17 +151,6 @@ static int embed(const rq_gguf *g, const float *table, const int32_t *tok, int64
     return 0;
 }
 
-static float *load_f32(const rq_gguf *g, const char *name, int64_t n) {
-    const rq_gguf_tensor *t = rq_gguf_tensor_find(g, name);
-    float *w = rq_malloc((size_t)n * sizeof(float));
-    if (rq_ggml_to_float(t->type, t->data, w, n)) {
-        free(w);
-        rq_fail_ctx("%s: tensor '%s'", g->path, name);
-        return NULL;
-    }
-    return w;
-}
-
 static void add_sum(rq_bits_sum *s, int64_t weights, int64_t bits) {
     s->weights += weights;
     s->bits += bits;
@@ -222,13 +205,13 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
     rq_tensor_recipe tr;
     rq_recipe_for_tensor(r, "token_embd.weight", &tr);
     if (tr.method != RQ_METHOD_KEEP) {
-        if (!(embd = load_f32(s.g, "token_embd.weight", (int64_t)c->n_vocab * E))) goto done;
+        if (!(embd = rq_tensor_load_f32(s.g, "token_embd.weight", E, c->n_vocab))) goto done;
         if (quantize_tensor(&s, "token_embd.weight", embd, c->n_vocab, E, NULL)) goto done;
     }
     if (!c->tied_output) {
         rq_recipe_for_tensor(r, "output.weight", &tr);
         if (tr.method != RQ_METHOD_KEEP) {
-            float *o = load_f32(s.g, "output.weight", (int64_t)c->n_vocab * E);
+            float *o = rq_tensor_load_f32(s.g, "output.weight", E, c->n_vocab);
             if (!o) goto done;
             int e = quantize_tensor(&s, "output.weight", o, c->n_vocab, E, NULL);
             free(o);

@@ -208,6 +208,32 @@ static void test_gptq_beats_rtn(void) {
     unlink(src_path);
 }
 
+/* Embeddings and output quantized by an override (RTN, 8 bits): the file's
+ * configuration still reads the vocabulary from the packed embedding, and it loads. */
+static void test_embeddings_override(void) {
+    REQUIRE(write_src("llama") == 0);
+    rq_recipe r;
+    rq_recipe_default(&r);
+    r.base.grid.bits = 8;
+    r.n_ov = 1;
+    r.ov = calloc(1, sizeof *r.ov);
+    snprintf(r.ov[0].pattern, sizeof r.ov[0].pattern, "[to]*.weight"); /* token_embd, output */
+    r.ov[0].set = RQ_OV_METHOD;
+    r.ov[0].r.method = RQ_METHOD_RTN;
+    rq_quant_report rep;
+    REQUIRE(quantize(&r, out_path, &rep) == 0);
+    rq_gguf *g;
+    REQUIRE(rq_gguf_open(out_path, &g) == 0);
+    CHECK(rq_gguf_tensor_find(g, "token_embd.weight")->type == RQ_GGML_RQ_PACKED);
+    CHECK(rq_gguf_tensor_find(g, "output.weight")->type == RQ_GGML_RQ_PACKED);
+    rq_gguf_close(g);
+    double gap = logit_gap(out_path);
+    CHECKF(gap < 0.5, "8-bit everywhere: logit gap %g", gap); /* 2-bit files are far above 1 */
+    rq_recipe_free(&r);
+    unlink(out_path);
+    unlink(src_path);
+}
+
 /* Errors leave nothing behind; a newer packed format in a file is refused on load. */
 static void test_refusals(void) {
     REQUIRE(write_src("llama") == 0);
@@ -246,6 +272,7 @@ int main(void) {
     RUN(test_formats_load_and_evaluate);
     RUN(test_same_seed_same_bytes);
     RUN(test_gptq_beats_rtn);
+    RUN(test_embeddings_override);
     RUN(test_refusals);
     TEST_EXIT();
 }
