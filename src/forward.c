@@ -21,7 +21,10 @@ struct rq_fwd {
     float *rope_cos, *rope_sin; /* [n_ctx, head_dim/2] */
 };
 
-void rq_set_threads(int n) { openblas_set_num_threads(n > 0 ? n : 1); }
+void rq_set_threads(int n) {
+    openblas_set_num_threads(n > 0 ? n : 1);
+    rq_set_par_threads(n);
+}
 
 rq_fwd *rq_fwd_new(const rq_model *m, int n_ctx) {
     rq_fwd *f = rq_fwd_new_cfg(&m->cfg, n_ctx);
@@ -81,7 +84,8 @@ void rq_linear_ref(const rq_linear *l, const float *x, int n, float *y) {
         for (int64_t r = 0; r < l->rows; r++) {
             double s = l->b ? l->b[r] : 0.0;
             const float *w = l->w + r * l->cols, *xt = x + (size_t)t * l->cols;
-            for (int64_t c = 0; c < l->cols; c++) s += (double)w[c] * xt[c];
+            for (int64_t c = 0; c < l->cols; c++)
+                s += (double)w[c] * xt[c];
             y[(size_t)t * l->rows + r] = (float)s;
         }
 }
@@ -93,7 +97,8 @@ static void linear(const rq_linear *l, const float *x, int n, float *y) {
     if (l->b)
         for (int t = 0; t < n; t++) {
             float *yt = y + (size_t)t * l->rows;
-            for (int64_t r = 0; r < l->rows; r++) yt[r] += l->b[r];
+            for (int64_t r = 0; r < l->rows; r++)
+                yt[r] += l->b[r];
         }
 }
 
@@ -102,9 +107,11 @@ static void rmsnorm(const float *x, const float *w, int n, int dim, float eps, f
         const float *xt = x + (size_t)t * dim;
         float *yt = y + (size_t)t * dim;
         double ss = 0;
-        for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
+        for (int i = 0; i < dim; i++)
+            ss += (double)xt[i] * xt[i];
         float scale = 1.0f / sqrtf((float)(ss / dim) + eps);
-        for (int i = 0; i < dim; i++) yt[i] = xt[i] * scale * w[i];
+        for (int i = 0; i < dim; i++)
+            yt[i] = xt[i] * scale * w[i];
     }
 }
 
@@ -125,6 +132,43 @@ static void rope(const rq_fwd *f, float *v, int n, int n_heads, int hd, bool neo
     }
 }
 
+typedef struct {
+    float *s;
+    int ld, r0, keys;
+} softmax_job;
+
+/* Causal softmax of score rows [i0, i1) of a block that starts at query r0. */
+static void softmax_rows(void *ctx, int64_t i0, int64_t i1) {
+    const softmax_job *b = ctx;
+    for (int64_t i = i0; i < i1; i++) {
+        int last = b->r0 + (int)i;
+        float *row = b->s + (size_t)i * b->ld, mx = row[0];
+        for (int j = 1; j <= last; j++)
+            mx = row[j] > mx ? row[j] : mx;
+        double sum = 0;
+        for (int j = 0; j <= last; j++)
+            sum += (row[j] = expf(row[j] - mx));
+        float inv = (float)(1.0 / sum);
+        for (int j = 0; j <= last; j++)
+            row[j] *= inv;
+        for (int j = last + 1; j < b->keys; j++)
+            row[j] = 0.0f;
+    }
+}
+
+typedef struct {
+    float *g;
+    const float *u;
+} swiglu_job;
+
+static void swiglu_range(void *ctx, int64_t i0, int64_t i1) {
+    const swiglu_job *b = ctx;
+    for (int64_t i = i0; i < i1; i++) {
+        float g = b->g[i];
+        b->g[i] = g / (1.0f + expf(-g)) * b->u[i];
+    }
+}
+
 #define ATT_BLOCK 128 /* query rows per block: keys past the block's last row are never computed */
 
 static void attention(rq_fwd *f, int n) {
@@ -140,16 +184,8 @@ static void attention(rq_fwd *f, int n) {
             float *s = f->scores;
             /* s[rows, keys] = scale * q k^T; row i (absolute r0 + i) uses keys 0..r0 + i */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, scale, q, ldq, k, ldk, 0.0f, s, ld);
-            for (int i = 0; i < rows; i++) {
-                int last = r0 + i;
-                float *row = s + (size_t)i * ld, mx = row[0];
-                for (int j = 1; j <= last; j++) mx = row[j] > mx ? row[j] : mx;
-                double sum = 0;
-                for (int j = 0; j <= last; j++) sum += (row[j] = expf(row[j] - mx));
-                float inv = (float)(1.0 / sum);
-                for (int j = 0; j <= last; j++) row[j] *= inv;
-                for (int j = last + 1; j < keys; j++) row[j] = 0.0f;
-            }
+            softmax_job sj = {s, ld, r0, keys};
+            rq_parallel_for(rows, softmax_rows, &sj);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, s, ld, v, ldk, 0.0f,
                         f->att + (size_t)r0 * ldq + (size_t)h * hd, ldq);
         }
@@ -161,7 +197,8 @@ static void act_in(const rq_fwd *f, float *x, int n, int dim) {
     rq_actq_tokens(x, n, dim, f->actq.a_bits, f->actq.a_clip, f->actq.a_bf16);
 }
 
-void rq_fwd_layer(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx) {
+static void layer_fwd(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx,
+                      bool down) {
     const rq_config *c = &f->cfg;
     int E = c->n_embd, Dq = c->n_head * c->head_dim;
     rmsnorm(x, L->attn_norm, n, E, c->norm_eps, f->h);
@@ -185,23 +222,31 @@ void rq_fwd_layer(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_f
     if (hook) hook(ctx, layer, RQ_HOOK_FFN_IN, f->h, n, E);
     linear(&L->gate, f->h, n, f->g);
     linear(&L->up, f->h, n, f->u);
-    size_t nf = (size_t)n * c->n_ff;
-    for (size_t i = 0; i < nf; i++) {
-        float g = f->g[i];
-        f->g[i] = g / (1.0f + expf(-g)) * f->u[i];
-    }
+    swiglu_job sw = {f->g, f->u};
+    rq_parallel_for((int64_t)n * c->n_ff, swiglu_range, &sw);
     act_in(f, f->g, n, c->n_ff);
     if (hook) hook(ctx, layer, RQ_HOOK_DOWN_IN, f->g, n, c->n_ff);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, E, c->n_ff, 1.0f, f->g, c->n_ff, L->down.w, c->n_ff, 1.0f,
-                x, E);
+    if (down)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, E, c->n_ff, 1.0f, f->g, c->n_ff, L->down.w, c->n_ff,
+                    1.0f, x, E);
+}
+
+void rq_fwd_layer(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx) {
+    layer_fwd(f, L, layer, x, n, hook, ctx, true);
+}
+
+void rq_fwd_layer_inputs(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx) {
+    layer_fwd(f, L, layer, x, n, hook, ctx, false);
 }
 
 const float *rq_fwd_hidden(rq_fwd *f, const int32_t *tokens, int n) {
     const rq_model *m = f->m;
     const rq_config *c = &m->cfg;
     int E = c->n_embd;
-    for (int t = 0; t < n; t++) memcpy(f->x + (size_t)t * E, m->tok_embd + (size_t)tokens[t] * E, E * sizeof(float));
-    for (int l = 0; l < c->n_layer; l++) rq_fwd_layer(f, &m->layers[l], l, f->x, n, NULL, NULL);
+    for (int t = 0; t < n; t++)
+        memcpy(f->x + (size_t)t * E, m->tok_embd + (size_t)tokens[t] * E, E * sizeof(float));
+    for (int l = 0; l < c->n_layer; l++)
+        rq_fwd_layer(f, &m->layers[l], l, f->x, n, NULL, NULL);
     rmsnorm(f->x, m->out_norm, n, E, c->norm_eps, f->h);
     act_in(f, f->h, n, E);
     return f->h;

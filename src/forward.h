@@ -24,6 +24,10 @@ typedef void (*rq_fwd_hook)(void *ctx, int layer, rq_hook_point p, const float *
 /* One transformer block on x[n, n_embd] in place (tokens at positions 0..n-1);
  * hook (may be NULL) is called with each linear input. */
 void rq_fwd_layer(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx);
+/* The same as far as the last hook (the down projection's input), for when only
+ * the inputs are wanted: the down projection is skipped, so x is left holding the
+ * block's input plus its attention output, not the block's output. */
+void rq_fwd_layer_inputs(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx);
 
 /* Run tokens[0..n) at positions 0..n-1 (n <= n_ctx) and leave the final-norm
  * hidden states [n, n_embd] in the returned buffer (owned by f). */

@@ -168,7 +168,8 @@ int rq_rtn(const rq_grid *g, const float *w, int64_t rows, int64_t cols, uint64_
 
 struct rq_gptq {
     int64_t cols, n;
-    float *H; /* [cols, cols] running 2/n * sum x x^T, both triangles */
+    float *H;      /* [cols, cols] running 2/n * sum x x^T; the upper triangle is current */
+    bool mirrored; /* the lower triangle matches the upper one */
 };
 
 rq_gptq *rq_gptq_new(int64_t cols) {
@@ -191,29 +192,65 @@ void rq_gptq_add_batch(rq_gptq *h, const float *x, int64_t n) {
     int64_t c = h->cols, tot = h->n + n;
     float alpha = (float)(2.0 / (double)tot), beta = (float)((double)h->n / (double)tot);
     cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)c, (int)n, alpha, x, (int)c, beta, h->H, (int)c);
-    for (int64_t i = 1; i < c; i++) /* syrk fills the upper triangle; mirror it */
-        for (int64_t j = 0; j < i; j++)
-            h->H[i * c + j] = h->H[j * c + i];
     h->n = tot;
+    h->mirrored = false; /* syrk writes the upper triangle; mirrored once, when read */
+}
+
+/* Copy the upper triangle of a[n, n] into b's both triangles (a == b allowed),
+ * in tiles so that the transposed reads stay in cache. */
+static void mirror_upper(const float *a, float *b, int64_t n) {
+    enum { T = 64 };
+    for (int64_t i0 = 0; i0 < n; i0 += T)
+        for (int64_t j0 = i0; j0 < n; j0 += T)
+            for (int64_t i = i0; i < i0 + T && i < n; i++)
+                for (int64_t j = j0 > i ? j0 : i; j < j0 + T && j < n; j++) {
+                    float v = a[i * n + j];
+                    b[i * n + j] = v;
+                    b[j * n + i] = v;
+                }
 }
 
 int64_t rq_gptq_count(const rq_gptq *h) { return h->n; }
-const float *rq_gptq_hessian(const rq_gptq *h) { return h->H; }
+const float *rq_gptq_hessian(rq_gptq *h) {
+    if (!h->mirrored) mirror_upper(h->H, h->H, h->cols);
+    h->mirrored = true;
+    return h->H;
+}
 
 /* ---- GPTQ: quantization ---- */
 
-/* Replace the damped Hessian H[n, n] by the upper Cholesky factor U of its inverse
- * (H^-1 = U^T U), which is what the error feedback needs. On a symmetric
- * row-major matrix, column-major 'L' is the row-major upper triangle; the other
- * triangle is left stale and never read. */
+/* Replace the damped Hessian H[n, n] (both triangles) by the upper Cholesky
+ * factor U of its inverse (H^-1 = U^T U), which is what the error feedback needs,
+ * with one factorization and one triangular inverse. With J the order reversal,
+ * J H J = L L^T gives H^-1 = (J L^-1 J)^T (J L^-1 J), and J L^-1 J is upper.
+ * Reversing a row-major square array is J H J. On a row-major array LAPACK's
+ * column-major 'L' works on the row-major upper triangle (the transpose); the
+ * other triangle is left stale and never read by the caller. */
+static void reverse(float *a, int64_t len) {
+    for (int64_t i = 0, j = len - 1; i < j; i++, j--) {
+        float t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+    }
+}
+
 static int inverse_factor(float *H, int64_t n, float damp) {
-    lapack_int ln = (lapack_int)n, info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', ln, H, ln);
+    lapack_int ln = (lapack_int)n;
+    reverse(H, n * n);
+    lapack_int info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', ln, H, ln);
     if (info != 0)
-        return rq_fail("the damped Hessian is not positive definite (Cholesky stopped at column %d of %lld); "
+        return rq_fail("the damped Hessian is not positive definite (Cholesky stopped at column %lld of %lld); "
                        "raise damp (now %g), e.g. to 0.1, or add more calibration rows",
-                       (int)info, (long long)n, damp);
-    info = LAPACKE_spotri(LAPACK_COL_MAJOR, 'L', ln, H, ln);
-    if (info == 0) info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', ln, H, ln);
+                       (long long)(n - info + 1), (long long)n, damp);
+    /* row-major upper now holds R = L^T; strtri turns it into R^-1 = L^-T */
+    info = LAPACKE_strtri(LAPACK_COL_MAJOR, 'L', 'N', ln, H, ln);
+    if (info == 0) {
+        /* U[i][j] = L^-1[n-1-i][n-1-j] = R^-1[n-1-j][n-1-i]: reverse, then transpose into the upper triangle */
+        reverse(H, n * n);
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = i + 1; j < n; j++)
+                H[i * n + j] = H[j * n + i];
+    }
     for (int64_t j = 0; info == 0 && j < n; j++)
         if (!(H[j * n + j] > 0.0f && isfinite(H[j * n + j]))) info = (lapack_int)(j + 1);
     if (info != 0)
@@ -255,6 +292,35 @@ static void permute(float **W, float **H, const int64_t *perm, int64_t rows, int
  * column j, scale its error by U[j][j], spread it over the rest of the block at
  * once and over later columns lazily, one sgemm per block. refit: fit each group
  * when the loop reaches its first column (natural order), from updated weights. */
+typedef struct {
+    rq_qtensor *out;
+    float *W, *err;
+    const float *U;
+    const int64_t *perm, *slot;
+    rq_rng *rng;
+    int64_t i1, i2, B;
+    bool refit;
+} gptq_block;
+
+/* Rows are independent within a block: each row's feedback touches only itself,
+ * so the rows of one block split across threads with the same result. */
+static void gptq_block_rows(void *ctx, int64_t r0, int64_t r1) {
+    const gptq_block *b = ctx;
+    const int64_t n = b->out->cols, G = b->out->group;
+    for (int64_t r = r0; r < r1; r++) {
+        float *wr = b->W + r * n, *er = b->err + r * b->B;
+        for (int64_t j = b->i1; j < b->i2; j++) {
+            if (b->refit && j % G == 0) fit_group(b->out, r, j / G, wr + j);
+            float v = quant_one(b->out, r, b->perm[j], b->slot[b->perm[j]], wr[j], &b->rng[r]);
+            float e = (wr[j] - v) / b->U[j * n + j];
+            er[j - b->i1] = e;
+            const float *u = b->U + j * n;
+            for (int64_t k = j + 1; k < b->i2; k++)
+                wr[k] -= e * u[k];
+        }
+    }
+}
+
 static void gptq_columns(rq_qtensor *out, float *W, const float *U, const int64_t *perm, const int64_t *slot, int64_t B,
                          bool refit, uint64_t seed, uint64_t stream) {
     const int64_t rows = out->rows, n = out->cols, G = out->group;
@@ -264,19 +330,8 @@ static void gptq_columns(rq_qtensor *out, float *W, const float *U, const int64_
         row_rng(&rng[r], seed, stream, r);
     for (int64_t i1 = 0, i2; i1 < n; i1 = i2) {
         i2 = block_end(i1, B, n, G, refit);
-        /* rows are independent within a block: each row's feedback touches only itself */
-        for (int64_t r = 0; r < rows; r++) {
-            float *wr = W + r * n, *er = err + r * B;
-            for (int64_t j = i1; j < i2; j++) {
-                if (refit && j % G == 0) fit_group(out, r, j / G, wr + j);
-                float v = quant_one(out, r, perm[j], slot[perm[j]], wr[j], &rng[r]);
-                float e = (wr[j] - v) / U[j * n + j];
-                er[j - i1] = e;
-                const float *u = U + j * n;
-                for (int64_t k = j + 1; k < i2; k++)
-                    wr[k] -= e * u[k];
-            }
-        }
+        gptq_block b = {out, W, err, U, perm, slot, rng, i1, i2, B, refit};
+        rq_parallel_for(rows, gptq_block_rows, &b);
         if (i2 < n) /* lazy update of the columns after the block */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)(n - i2), (int)(i2 - i1), -1.0f, err,
                         (int)B, U + i1 * n + i2, (int)n, 1.0f, W + i2, (int)n);
@@ -296,12 +351,15 @@ int rq_gptq_quantize(const rq_gptq *h, const rq_grid *g, const rq_gptq_opts *o, 
     if (!(o->damp >= 0.0f && isfinite(o->damp))) return rq_fail("gptq: damp = %g must be >= 0", o->damp);
     if (o->block < 1) return rq_fail("gptq: block = %d must be at least 1", o->block);
     const int64_t n = cols;
+    float *H = rq_malloc((size_t)(n * n) * sizeof *H);
+    mirror_upper(h->H, H, n);
     for (int64_t i = 0; i < n * n; i++)
-        if (!isfinite(h->H[i]))
+        if (!isfinite(H[i])) {
+            free(H);
             return rq_fail("gptq: the Hessian has non-finite entries (NaN or Inf in the calibration inputs); "
                            "no damping can repair that: check the activations fed to rq_gptq_add_batch");
-    float *H = rq_malloc((size_t)(n * n) * sizeof *H), *W = rq_malloc((size_t)(rows * n) * sizeof *W);
-    memcpy(H, h->H, (size_t)(n * n) * sizeof *H);
+        }
+    float *W = rq_malloc((size_t)(rows * n) * sizeof *W);
     memcpy(W, w, (size_t)(rows * n) * sizeof *W);
     /* an input that is always zero carries no information: its weights do not
      * matter to the layer output, so they are zeroed and the column made benign */
@@ -369,11 +427,13 @@ double rq_layer_error(const float *H, const float *w, const float *what, int64_t
     /* E = D H in one float GEMM; the trace sum of D .* E in double */
     size_t n = (size_t)(rows * cols);
     float *d = rq_malloc(n * sizeof *d), *e = rq_malloc(n * sizeof *e);
-    for (size_t i = 0; i < n; i++) d[i] = what[i] - w[i];
+    for (size_t i = 0; i < n; i++)
+        d[i] = what[i] - w[i];
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0f, d, (int)cols, H,
                 (int)cols, 0.0f, e, (int)cols);
     double acc = 0;
-    for (size_t i = 0; i < n; i++) acc += (double)d[i] * e[i];
+    for (size_t i = 0; i < n; i++)
+        acc += (double)d[i] * e[i];
     free(d);
     free(e);
     return acc / 2;

@@ -36,8 +36,8 @@ rq_gptq *rq_gptq_new(int64_t cols);
 void rq_gptq_free(rq_gptq *h);
 /* Add n input rows x[n, cols]. */
 void rq_gptq_add_batch(rq_gptq *h, const float *x, int64_t n);
-int64_t rq_gptq_count(const rq_gptq *h);        /* rows added so far */
-const float *rq_gptq_hessian(const rq_gptq *h); /* [cols, cols], 2/N * sum x x^T */
+int64_t rq_gptq_count(const rq_gptq *h);  /* rows added so far */
+const float *rq_gptq_hessian(rq_gptq *h); /* [cols, cols], 2/N * sum x x^T (both triangles) */
 
 /* Quantize w[rows, cols] against the accumulated Hessian (left unchanged, so
  * several weights sharing an input reuse it). Fails with a message if the

@@ -34,6 +34,7 @@ typedef struct {
     rq_gptq *acc[RQ_HOOK_COUNT];
     double err_sum;
     int err_n;
+    double t_err; /* seconds spent measuring layer errors in this block */
     int verbose;
 } qstate;
 
@@ -48,9 +49,11 @@ static const char *method_name(rq_method m) {
     return m == RQ_METHOD_GPTQ ? "gptq" : m == RQ_METHOD_RTN ? "rtn" : "keep";
 }
 
+#define ERR_ROWS 256
+
 /* Quantize w[rows, cols] (in place: w becomes the dequantized result) by the
  * tensor's recipe; H is the input accumulator (NULL when there is none). */
-static int quantize_tensor(qstate *s, const char *name, float *w, int64_t rows, int64_t cols, const rq_gptq *H) {
+static int quantize_tensor(qstate *s, const char *name, float *w, int64_t rows, int64_t cols, rq_gptq *H) {
     rq_tensor_recipe tr;
     rq_recipe_for_tensor(s->r, name, &tr);
     if (tr.method == RQ_METHOD_KEEP) return 0;
@@ -70,14 +73,26 @@ static int quantize_tensor(qstate *s, const char *name, float *w, int64_t rows, 
     rq_qtensor_dequant(&q, what);
     double rel = -1;
     if (H) {
+        double te = rq_time();
         const float *h = rq_gptq_hessian(H);
-        double e = rq_layer_error(h, w, what, rows, cols);
-        float *zero = rq_calloc((size_t)(rows * cols), sizeof(float));
-        double base = rq_layer_error(h, zero, w, rows, cols);
-        free(zero);
+        /* the relative error on ERR_ROWS evenly spaced rows: the ratio, not the sum, is
+         * reported, and the exact one costs two GEMMs of rows x cols x cols */
+        int64_t m = rows < ERR_ROWS ? rows : ERR_ROWS;
+        float *sw = rq_malloc((size_t)(m * cols) * sizeof(float)), *sq = rq_malloc((size_t)(m * cols) * sizeof(float));
+        for (int64_t i = 0; i < m; i++) {
+            int64_t r = i * rows / m;
+            memcpy(sw + i * cols, w + r * cols, (size_t)cols * sizeof(float));
+            memcpy(sq + i * cols, what + r * cols, (size_t)cols * sizeof(float));
+        }
+        double e = rq_layer_error(h, sw, sq, m, cols);
+        memset(sq, 0, (size_t)(m * cols) * sizeof(float));
+        double base = rq_layer_error(h, sq, sw, m, cols);
+        free(sw);
+        free(sq);
         rel = base > 0 ? e / base : 0;
         s->err_sum += rel;
         s->err_n++;
+        s->t_err += rq_time() - te;
     }
     out_tensor *o = &s->out[src - s->g->tensors];
     o->blob_len = rq_qformat_size(&q);
@@ -260,6 +275,8 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
     for (int l = 0; l < c->n_layer; l++) {
         rq_layer L, Lref;
         if (rq_layer_load(s.g, c, l, &L)) goto done;
+        double tb = rq_time(), t_in = 0, t_q = 0;
+        s.t_err = 0;
         bool have_ref = false;
         if (calibrate) {
             int64_t widths[RQ_HOOK_COUNT] = {E, (int64_t)c->n_head * c->head_dim, E, c->n_ff};
@@ -270,7 +287,7 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
             float *tmp = rq_malloc((size_t)len * E * sizeof(float));
             for (int wi = 0; wi < nw; wi++) {
                 memcpy(tmp, src + (size_t)wi * len * E, (size_t)len * E * sizeof(float));
-                rq_fwd_layer(f, &L, l, tmp, len, hook_add, &s);
+                rq_fwd_layer_inputs(f, &L, l, tmp, len, hook_add, &s);
             }
             free(tmp);
             if (r->calib_feed_ref) {
@@ -281,6 +298,7 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
                 have_ref = true;
             }
         }
+        t_in = rq_time() - tb;
         int err = 0;
         for (int i = 0; i < 7 && !err; i++) {
             char name[96];
@@ -293,10 +311,15 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
             rq_gptq_free(s.acc[p]);
             s.acc[p] = NULL;
         }
+        t_q = rq_time() - tb - t_in;
         if (!err && calibrate) {
             run_block(f, &L, l, x, nw, len, E, NULL, NULL);
             if (have_ref) run_block(f, &Lref, l, xref, nw, len, E, NULL, NULL);
         }
+        if (job->verbose && calibrate)
+            fprintf(stderr,
+                    "  blk.%d: inputs and Hessians %.1fs, quantize %.1fs (of which error %.1fs), forward %.1fs\n", l,
+                    t_in, t_q, s.t_err, rq_time() - tb - t_in - t_q);
         rq_layer_free(&L);
         if (have_ref) rq_layer_free(&Lref);
         if (err) goto done;

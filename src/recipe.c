@@ -29,7 +29,7 @@ void rq_recipe_default(rq_recipe *r) {
     r->base.grid = rq_grid_default();
     r->base.gptq = gptq_defaults();
     r->seed = 0;
-    r->calib_n = 12;
+    r->calib_n = 8;
     r->calib_len = 2048;
     r->calib_feed_ref = false;
     r->act.a_bits = 0;
@@ -441,7 +441,6 @@ int rq_recipe_load(const char *path, rq_recipe *r) {
 }
 
 /* ---- per tensor ------------------------------------------------------------------ */
-
 
 void rq_recipe_for_tensor(const rq_recipe *r, const char *name, rq_tensor_recipe *out) {
     /* other tensors keep the base grid and options, so an override that only sets

@@ -2,11 +2,13 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -194,7 +196,52 @@ void rq_progress(const char *what, int64_t done, int64_t total, double t_start) 
     last = now;
     double el = now - t_start;
     double eta = done > 0 ? el * (double)(total - done) / (double)done : 0;
-    fprintf(stderr, "%s%s: %lld/%lld (%.0f%%) %.1fs elapsed, ~%.0fs left%s", tty ? "\r" : "", what,
-            (long long)done, (long long)total, total ? 100.0 * (double)done / (double)total : 100.0, el,
-            eta, tty && done < total ? "" : "\n");
+    fprintf(stderr, "%s%s: %lld/%lld (%.0f%%) %.1fs elapsed, ~%.0fs left%s", tty ? "\r" : "", what, (long long)done,
+            (long long)total, total ? 100.0 * (double)done / (double)total : 100.0, el, eta,
+            tty && done < total ? "" : "\n");
+}
+
+static int par_threads = 0; /* 0: not set, use the CPU count */
+
+void rq_set_par_threads(int n) { par_threads = n > 0 ? n : 1; }
+
+int rq_par_threads(void) {
+    if (par_threads > 0) return par_threads;
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    return c > 0 ? (int)(c > 64 ? 64 : c) : 1;
+}
+
+typedef struct {
+    void (*fn)(void *, int64_t, int64_t);
+    void *ctx;
+    int64_t lo, hi;
+} par_job;
+
+static void *par_run(void *p) {
+    par_job *j = p;
+    j->fn(j->ctx, j->lo, j->hi);
+    return NULL;
+}
+
+void rq_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t lo, int64_t hi), void *ctx) {
+    int t = rq_par_threads();
+    if (t > n) t = (int)(n > 0 ? n : 1);
+    if (t <= 1) {
+        if (n > 0) fn(ctx, 0, n);
+        return;
+    }
+    par_job jobs[64];
+    pthread_t tid[64];
+    bool started[64] = {0};
+    for (int i = 0; i < t; i++)
+        jobs[i] = (par_job){fn, ctx, n * i / t, n * (i + 1) / t};
+    for (int i = 1; i < t; i++)
+        started[i] = pthread_create(&tid[i], NULL, par_run, &jobs[i]) == 0;
+    par_run(&jobs[0]);
+    for (int i = 1; i < t; i++) {
+        if (started[i])
+            pthread_join(tid[i], NULL);
+        else
+            par_run(&jobs[i]); /* no thread to be had: run the range here */
+    }
 }

@@ -21,8 +21,16 @@ void *rq_realloc(void *p, size_t n);
 char *rq_strdup(const char *s);
 char *rq_strndup(const char *s, size_t n);
 
-double rq_time(void);      /* seconds, monotonic */
-size_t rq_peak_rss(void);  /* bytes, this process's high-water mark */
+double rq_time(void); /* seconds, monotonic */
+
+/* Threads for repliq's own parallel loops (rq_set_threads in forward.h sets them
+ * with OpenBLAS's); the default is the number of online CPUs. */
+void rq_set_par_threads(int n);
+int rq_par_threads(void);
+/* fn(ctx, lo, hi) over [0, n) split into contiguous ranges, one per thread; the
+ * ranges never depend on timing, so a deterministic fn gives the same result. */
+void rq_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t lo, int64_t hi), void *ctx);
+size_t rq_peak_rss(void); /* bytes, this process's high-water mark */
 
 /* Map a regular file read-only. *base is NULL for an empty file (nothing to unmap). */
 int rq_map_file(const char *path, const void **base, size_t *size);

@@ -50,7 +50,7 @@ static void test_parse_good(void) {
     rq_gptq_opts o = rq_gptq_opts_default();
     CHECK(r.base.gptq.damp == o.damp && r.base.gptq.block == o.block && r.base.gptq.act_order == o.act_order &&
           r.base.gptq.static_groups == o.static_groups);
-    CHECK(r.seed == 0 && r.calib_n == 12 && r.calib_len == 2048 && !r.calib_feed_ref);
+    CHECK(r.seed == 0 && r.calib_n == 8 && r.calib_len == 2048 && !r.calib_feed_ref);
     CHECK(r.act.a_bits == 0 && r.act.a_clip == 1.0f && r.act.kv_bits == 0 && r.n_ov == 0);
     rq_recipe_free(&r);
 }
@@ -259,7 +259,7 @@ static void test_recipe_files(void) {
         n++;
         /* the name is the file name, so a result can be traced to its file */
         CHECKF(strlen(r.name) == l - 5 && !strncmp(r.name, e->d_name, l - 5), "%s has name '%s'", e->d_name, r.name);
-        CHECKF(r.seed == 0 && r.calib_n == 12 && r.calib_len == 2048, "%s", e->d_name);
+        CHECKF(r.seed == 0 && r.calib_n == 8 && r.calib_len == 2048, "%s", e->d_name);
         bool is_1bit_sign = r.base.grid.bits == 1 && strcmp(r.name, "gptq-w1mean");
         CHECKF(r.base.grid.sym == is_1bit_sign, "%s: sym %d", e->d_name, r.base.grid.sym);
         CHECKF(r.base.grid.mse == (r.base.grid.bits == 2 || r.base.grid.bits == 3), "%s", e->d_name);
