@@ -9,7 +9,9 @@
 # protocol windows of 2048 ("all" likewise). Outputs under $REPLIQ_CACHE/quant/<model>
 # (default ~/.cache/repliq). An entry "RECIPE.json@a8" evaluates RECIPE's file with
 # 8-bit activations (any ppl flags after @: a8, a4kv4). CALIB_N=4 uses 4 calibration
-# windows instead of the recipe's.
+# windows instead of the recipe's. MODEL_FILE=F quantizes F (e.g. a rotated copy of
+# MODEL, see scripts/rot_table.sh) under the name MODEL_TAG, still measured against
+# MODEL's reference.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${REPLIQ_DATA:?set REPLIQ_DATA to the data folder}"
@@ -20,14 +22,17 @@ threads=${THREADS:-2}
 nopt=${CALIB_N:+-n $CALIB_N}
 tag=${CALIB_N:+.n$CALIB_N}
 cache=${REPLIQ_CACHE:-$HOME/.cache/repliq}
-out=$cache/quant/$model
-mkdir -p "$out" results
-res=results/quant-$model-l$chunks-g$windows.jsonl
+tagm=${MODEL_TAG:-$model}
+out=$cache/quant/$tagm refdir=$cache/quant/$model
+mkdir -p "$out" "$refdir" results
+res=results/quant-$tagm-l$chunks-g$windows.jsonl
 R=${REPLIQ_BIN:-build/repliq}
 ref=$($R pull "$model" >/dev/null 2>&1; echo "$cache/$model.gguf")
 [ -f "$ref" ] || { echo "quant_table: model $model is not in the cache (repliq pull $model)" >&2; exit 1; }
+src=${MODEL_FILE:-$ref}
+[ -f "$src" ] || { echo "quant_table: MODEL_FILE $src not found" >&2; exit 1; }
 copt() { [ "$1" = all ] && echo "" || echo "--chunks $1"; }
-base_l=$out/ref.l$chunks.klbase base_g=$out/ref.g$windows.klbase
+base_l=$refdir/ref.l$chunks.klbase base_g=$refdir/ref.g$windows.klbase
 [ -f "$base_l" ] || $R ppl -m "$ref" -f wiki.test.raw $(copt "$chunks") -t "$threads" --quiet --kl-save "$base_l" >/dev/null
 [ -f "$base_g" ] || $R ppl -m "$ref" -f wiki.test.raw --protocol gptq $(copt "$windows") -t "$threads" --quiet --kl-save "$base_g" >/dev/null
 for spec in "$@"; do
@@ -37,7 +42,7 @@ for spec in "$@"; do
     file=$out/$name$tag.gguf qjson=$out/$name$tag.quant.json
     if [ ! -f "$file" ] || [ ! -f "$qjson" ] || [ "$recipe" -nt "$file" ]; then
         echo "quant_table: quantizing $model with $recipe" >&2
-        $R quantize -m "$ref" --recipe "$recipe" -o "$file" -t "$threads" $nopt --quiet --json | tail -1 >"$qjson.tmp"
+        $R quantize -m "$src" --recipe "$recipe" -o "$file" -t "$threads" $nopt --quiet --json | tail -1 >"$qjson.tmp"
         mv "$qjson.tmp" "$qjson"
     fi
     flags=""

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "actq.h"
+#include "hadamard.h"
 #include "util.h"
 
 void openblas_set_num_threads(int num_threads);
@@ -16,6 +17,7 @@ struct rq_fwd {
     const rq_model *m; /* NULL when made from a configuration alone */
     rq_config cfg;
     rq_actq actq;
+    rq_orth *r3, *r4; /* online rotations (NULL: none) */
     int n_ctx;
     float *x, *h, *q, *k, *v, *att, *scores, *g, *u;
     float *rope_cos, *rope_sin; /* [n_ctx, head_dim/2] */
@@ -30,10 +32,26 @@ rq_fwd *rq_fwd_new(const rq_model *m, int n_ctx) {
     rq_fwd *f = rq_fwd_new_cfg(&m->cfg, n_ctx);
     f->m = m;
     f->actq = m->actq;
+    if (rq_fwd_set_online(f, &m->online)) {
+        rq_fwd_free(f);
+        return NULL;
+    }
     return f;
 }
 
 void rq_fwd_set_actq(rq_fwd *f, const rq_actq *a) { f->actq = *a; }
+
+int rq_fwd_set_online(rq_fwd *f, const rq_online_rot *on) {
+    rq_orth_free(f->r3);
+    rq_orth_free(f->r4);
+    f->r3 = f->r4 = NULL;
+    if (on->r3 != RQ_ROT_NONE &&
+        !(f->r3 = rq_orth_new(f->cfg.head_dim, (rq_orth_kind)on->r3, rq_rot_stage_seed(on->seed, 3))))
+        return rq_fail_ctx("the online rotation R3");
+    if (on->r4 != RQ_ROT_NONE && !(f->r4 = rq_orth_new(f->cfg.n_ff, (rq_orth_kind)on->r4, rq_rot_stage_seed(on->seed, 4))))
+        return rq_fail_ctx("the online rotation R4");
+    return 0;
+}
 
 rq_fwd *rq_fwd_new_cfg(const rq_config *c, int n_ctx) {
     rq_fwd *f = rq_calloc(1, sizeof *f);
@@ -76,6 +94,8 @@ void rq_fwd_free(rq_fwd *f) {
     free(f->u);
     free(f->rope_cos);
     free(f->rope_sin);
+    rq_orth_free(f->r3);
+    rq_orth_free(f->r4);
     free(f);
 }
 
@@ -209,6 +229,10 @@ static void layer_fwd(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, 
     linear(&L->v, f->h, n, f->v);
     rope(f, f->q, n, c->n_head, c->head_dim, c->arch->rope_neox);
     rope(f, f->k, n, c->n_head_kv, c->head_dim, c->arch->rope_neox);
+    if (f->r3) { /* q k^T is unchanged; the K cache is quantized in the rotated basis */
+        rq_orth_apply(f->r3, f->q, (int64_t)n * c->n_head);
+        rq_orth_apply(f->r3, f->k, (int64_t)n * c->n_head_kv);
+    }
     rq_kvq_tokens(f->k, n, c->n_head_kv, c->head_dim, f->actq.kv_bits);
     rq_kvq_tokens(f->v, n, c->n_head_kv, c->head_dim, f->actq.kv_bits);
     attention(f, n);
@@ -224,6 +248,7 @@ static void layer_fwd(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, 
     linear(&L->up, f->h, n, f->u);
     swiglu_job sw = {f->g, f->u};
     rq_parallel_for((int64_t)n * c->n_ff, swiglu_range, &sw);
+    if (f->r4) rq_orth_apply(f->r4, f->g, n); /* its inverse is folded into ffn_down */
     act_in(f, f->g, n, c->n_ff);
     if (hook) hook(ctx, layer, RQ_HOOK_DOWN_IN, f->g, n, c->n_ff);
     if (down)

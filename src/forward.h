@@ -10,12 +10,15 @@
 /* Scratch buffers for sequences of up to n_ctx tokens, reused across calls. */
 typedef struct rq_fwd rq_fwd;
 
-rq_fwd *rq_fwd_new(const rq_model *m, int n_ctx); /* takes the model's activation quantization */
+rq_fwd *rq_fwd_new(const rq_model *m, int n_ctx); /* takes the model's activation quantization and online
+                                                     rotations; NULL with a message if those fail */
 /* Scratch for running single layers of a model with this configuration (no
  * weights needed up front): rq_fwd_layer only; rq_fwd_hidden needs rq_fwd_new. */
 rq_fwd *rq_fwd_new_cfg(const rq_config *c, int n_ctx);
 void rq_fwd_free(rq_fwd *f);
 void rq_fwd_set_actq(rq_fwd *f, const rq_actq *a);
+/* The online rotations of a rotated model (rq_fwd_new takes the model's). */
+int rq_fwd_set_online(rq_fwd *f, const rq_online_rot *on);
 
 /* Where a hook sees a linear layer's input (after activation quantization). */
 typedef enum { RQ_HOOK_ATTN_IN = 0, RQ_HOOK_O_IN, RQ_HOOK_FFN_IN, RQ_HOOK_DOWN_IN, RQ_HOOK_COUNT } rq_hook_point;

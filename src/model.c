@@ -2,6 +2,8 @@
  * f32 weights dequantized from whatever types the file holds. */
 #include "model.h"
 
+#include "hadamard.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +39,8 @@ static int get_dim(const rq_gguf *g, const char *arch, const char *suffix, int *
         if (required) return rq_fail("%s: metadata key '%s' is missing", g->path, key);
         return 0;
     }
-    if (v <= 0 || v > (1 << 30)) return rq_fail("%s: metadata key '%s' = %lld is out of range", g->path, key, (long long)v);
+    if (v <= 0 || v > (1 << 30))
+        return rq_fail("%s: metadata key '%s' = %lld is out of range", g->path, key, (long long)v);
     *out = (int)v;
     return 0;
 }
@@ -107,7 +110,8 @@ bool rq_is_block_linear(const char *name) {
     if (strncmp(name, "blk.", 4)) return false;
     const char *p = name + 4;
     if (*p < '0' || *p > '9') return false;
-    while (*p >= '0' && *p <= '9') p++;
+    while (*p >= '0' && *p <= '9')
+        p++;
     if (*p++ != '.') return false;
     for (size_t i = 0; i < sizeof proj / sizeof proj[0]; i++) {
         size_t n = strlen(proj[i]);
@@ -179,7 +183,8 @@ static void free_linear(rq_linear *l) {
 
 int rq_layer_load(const rq_gguf *g, const rq_config *c, int i, rq_layer *L) {
     int err = 0;
-    int64_t E = c->n_embd, F = c->n_ff, Dq = (int64_t)c->n_head * c->head_dim, Dkv = (int64_t)c->n_head_kv * c->head_dim;
+    int64_t E = c->n_embd, F = c->n_ff, Dq = (int64_t)c->n_head * c->head_dim,
+            Dkv = (int64_t)c->n_head_kv * c->head_dim;
     bool bias = c->arch->qkv_bias;
     char p[64], key[96];
     memset(L, 0, sizeof *L);
@@ -226,6 +231,40 @@ static int load_actq(const rq_gguf *g, rq_actq *a) {
     return 0;
 }
 
+uint64_t rq_rot_stage_seed(uint64_t seed, int stage) {
+    uint64_t z = seed + 0x9e3779b97f4a7c15ull * (uint64_t)(stage + 1); /* splitmix64 finalizer */
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static int rot_kind(const rq_gguf *g, const char *key, int *kind) {
+    rq_str s;
+    *kind = RQ_ROT_NONE;
+    int rc = rq_gguf_get_str(g, key, &s);
+    if (rc == 1) return 0;
+    if (rc < 0) return -1;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.*s", (int)(s.len < 31 ? s.len : 31), s.ptr);
+    if (!strcmp(buf, "none")) return 0;
+    int k = rq_orth_kind_parse(buf);
+    if (k < 0)
+        return rq_fail("%s: metadata %s = '%s' is not a rotation this version knows (hadamard, rh, ro, none); "
+                       "the file needs a newer repliq",
+                       g->path, key, buf);
+    *kind = k;
+    return 0;
+}
+
+int rq_online_from_gguf(const rq_gguf *g, rq_online_rot *on) {
+    on->r3 = on->r4 = RQ_ROT_NONE;
+    on->seed = 0;
+    int64_t v;
+    if (rot_kind(g, "repliq.rot.r3", &on->r3) || rot_kind(g, "repliq.rot.r4", &on->r4)) return -1;
+    if (rq_gguf_get_int(g, "repliq.rot.seed", &v) == 0) on->seed = (uint64_t)v;
+    return 0;
+}
+
 int rq_model_from_gguf(const rq_gguf *g, rq_model **out) {
     rq_model *m = rq_calloc(1, sizeof *m);
     if (rq_config_from_gguf(g, &m->cfg)) {
@@ -233,8 +272,9 @@ int rq_model_from_gguf(const rq_gguf *g, rq_model **out) {
         return -1;
     }
     const rq_config *c = &m->cfg;
-    int err = load_actq(g, &m->actq) != 0;
-    int64_t E = c->n_embd, F = c->n_ff, Dq = (int64_t)c->n_head * c->head_dim, Dkv = (int64_t)c->n_head_kv * c->head_dim;
+    int err = load_actq(g, &m->actq) != 0 || rq_online_from_gguf(g, &m->online) != 0;
+    int64_t E = c->n_embd, F = c->n_ff, Dq = (int64_t)c->n_head * c->head_dim,
+            Dkv = (int64_t)c->n_head_kv * c->head_dim;
     bool bias = c->arch->qkv_bias;
     if (!err) m->tok_embd = load_tensor(g, "token_embd.weight", E, c->n_vocab, &err);
     if (!err) m->out_norm = load_tensor(g, "output_norm.weight", E, 1, &err);
@@ -268,7 +308,9 @@ int rq_model_from_gguf(const rq_gguf *g, rq_model **out) {
 
 int rq_model_load(const char *path, rq_model **out) {
     struct stat st;
-    if (stat(path, &st) != 0) return rq_fail("model '%s' not found (give a GGUF file, a Hugging Face folder, or a name from 'repliq list')", path);
+    if (stat(path, &st) != 0)
+        return rq_fail("model '%s' not found (give a GGUF file, a Hugging Face folder, or a name from 'repliq list')",
+                       path);
     rq_gguf *g = NULL;
     int rc = S_ISDIR(st.st_mode) ? rq_hf_open(path, &g) : rq_gguf_open(path, &g);
     if (rc) return -1;
@@ -293,7 +335,8 @@ void rq_layer_free(rq_layer *L) {
 void rq_model_free(rq_model *m) {
     if (!m) return;
     if (m->layers)
-        for (int i = 0; i < m->cfg.n_layer; i++) rq_layer_free(&m->layers[i]);
+        for (int i = 0; i < m->cfg.n_layer; i++)
+            rq_layer_free(&m->layers[i]);
     free(m->layers);
     if (m->output.w != m->tok_embd) free(m->output.w);
     free(m->tok_embd);

@@ -42,6 +42,20 @@ typedef struct {
     rq_linear q, k, v, o, gate, up, down;
 } rq_layer;
 
+#define RQ_ROT_NONE (-1) /* a rotation stage left out */
+
+/* Online transforms a rotated model file asks the forward pass to apply
+ * (repliq.rot.r3 / r4 / seed; see rotate.h): R3 on Q and K after RoPE, R4 on the
+ * down projection's input. Each is an rq_orth_kind (hadamard.h) or RQ_ROT_NONE. */
+typedef struct {
+    int r3, r4;
+    uint64_t seed;
+} rq_online_rot;
+
+/* The seed of rotation stage 1..4: distinct streams of one seed, so that stages of
+ * equal order still differ. The folding and the evaluator both use it. */
+uint64_t rq_rot_stage_seed(uint64_t seed, int stage);
+
 typedef struct rq_model {
     rq_config cfg;
     float *tok_embd; /* [n_vocab, n_embd] */
@@ -50,9 +64,10 @@ typedef struct rq_model {
     rq_layer *layers;
     struct rq_tokenizer *tok; /* NULL when the file carries no tokenizer */
     char *path;
-    char *name;      /* general.name, or the file name */
-    int64_t n_params; /* counting the tied output once */
-    rq_actq actq;     /* simulated activation/KV quantization the file asks for (repliq.act.*) */
+    char *name;           /* general.name, or the file name */
+    int64_t n_params;     /* counting the tied output once */
+    rq_actq actq;         /* simulated activation/KV quantization the file asks for (repliq.act.*) */
+    rq_online_rot online; /* online rotations the file asks for (repliq.rot.*) */
 } rq_model;
 
 /* Load a GGUF file, or a Hugging Face folder (config.json + *.safetensors); all
@@ -73,6 +88,9 @@ float *rq_tensor_load_f32(const rq_gguf *g, const char *name, int64_t ne0, int64
 /* One block's weights (blk.i.*) as f32, for tools that go layer by layer. */
 int rq_layer_load(const rq_gguf *g, const rq_config *c, int i, rq_layer *L);
 void rq_layer_free(rq_layer *L);
+
+/* repliq.rot.r3 / r4 / seed of a file (absent: none); an unknown kind is refused. */
+int rq_online_from_gguf(const rq_gguf *g, rq_online_rot *on);
 
 /* Read the configuration of an architecture-tagged GGUF without loading weights. */
 int rq_config_from_gguf(const rq_gguf *g, rq_config *cfg);

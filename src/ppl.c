@@ -115,6 +115,7 @@ int rq_ppl_eval_tokens(const rq_model *m, const rq_ppl_params *p, const int32_t 
     bool bos = llamacpp && p->add_bos;
     int nv = m->cfg.n_vocab;
     rq_fwd *f = rq_fwd_new(m, n_ctx);
+    if (!f) return -1;
     float *logits = rq_malloc((size_t)LOGIT_ROWS * nv * sizeof(float));
     int32_t *in = rq_malloc((size_t)n_ctx * sizeof(int32_t));
     r->nll = rq_malloc((size_t)(n_chunks * per_chunk) * sizeof(float));

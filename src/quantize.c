@@ -172,8 +172,10 @@ static void add_sum(rq_bits_sum *s, int64_t weights, int64_t bits) {
 }
 
 static void set_metadata(rq_gguf_writer *w, const rq_gguf *g, const rq_recipe *r, const rq_calib *cal) {
+    /* a rotated model's repliq.rot.* stays true of the quantized one */
     for (uint64_t i = 0; i < g->n_kv; i++)
-        if (strncmp(g->kv[i].key, "repliq.", 7)) rq_gguf_copy_kv(w, &g->kv[i]);
+        if (strncmp(g->kv[i].key, "repliq.", 7) || !strncmp(g->kv[i].key, "repliq.rot.", 11))
+            rq_gguf_copy_kv(w, &g->kv[i]);
     char *json = rq_recipe_to_json(r);
     rq_gguf_set_u32(w, "repliq.format_version", 1);
     rq_gguf_set_str(w, "repliq.recipe", json);
@@ -266,6 +268,8 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
         }
         f = rq_fwd_new_cfg(c, len);
         rq_fwd_set_actq(f, &r->act);
+        rq_online_rot on;
+        if (rq_online_from_gguf(s.g, &on) || rq_fwd_set_online(f, &on)) goto done;
         if (job->verbose)
             fprintf(stderr, "quantize: %d calibration windows of %d tokens (%s, seed %llu, %d documents)\n", nw, len,
                     cal.path ? cal.path : "tokens", (unsigned long long)cal.seed, cal.docs_used);

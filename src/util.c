@@ -135,13 +135,13 @@ int rq_read_file(const char *path, char **data, size_t *len) {
     return 0;
 }
 
-static uint32_t f2u(float f) {
+uint32_t rq_f32_bits(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     return u;
 }
 
-static float u2f(uint32_t u) {
+float rq_f32_from_bits(uint32_t u) {
     float f;
     memcpy(&f, &u, 4);
     return f;
@@ -150,24 +150,24 @@ static float u2f(uint32_t u) {
 float rq_fp16_to_fp32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-    if (exp == 0x1f) return u2f(sign | 0x7f800000u | (man << 13)); /* inf / nan */
+    if (exp == 0x1f) return rq_f32_from_bits(sign | 0x7f800000u | (man << 13)); /* inf / nan */
     if (exp == 0) {
         /* zero or subnormal: value = man * 2^-24, exact in binary32 */
         float v = (float)man * 0x1p-24f;
         return sign ? -v : v;
     }
-    return u2f(sign | ((exp + 112) << 23) | (man << 13));
+    return rq_f32_from_bits(sign | ((exp + 112) << 23) | (man << 13));
 }
 
 uint16_t rq_fp32_to_fp16(float f) {
-    uint32_t u = f2u(f);
+    uint32_t u = rq_f32_bits(f);
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
     uint32_t a = u & 0x7fffffffu;
     if (a >= 0x7f800000u) return sign | 0x7c00 | (a > 0x7f800000u ? 0x200 : 0);
     if (a >= 0x477ff000u) return sign | 0x7c00; /* rounds to >= 65520: inf */
     if (a < 0x38800000u) {
         /* result is subnormal in fp16: round a * 2^24 to an integer, ties to even */
-        float v = u2f(a) * 0x1p24f;
+        float v = rq_f32_from_bits(a) * 0x1p24f;
         float r = __builtin_rintf(v); /* default rounding mode is to nearest even */
         return sign | (uint16_t)r;
     }
@@ -178,10 +178,10 @@ uint16_t rq_fp32_to_fp16(float f) {
     return sign | (uint16_t)h;
 }
 
-float rq_bf16_to_fp32(uint16_t h) { return u2f((uint32_t)h << 16); }
+float rq_bf16_to_fp32(uint16_t h) { return rq_f32_from_bits((uint32_t)h << 16); }
 
 uint16_t rq_fp32_to_bf16(float f) {
-    uint32_t u = f2u(f);
+    uint32_t u = rq_f32_bits(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 64); /* quiet nan */
     u += 0x7fff + ((u >> 16) & 1);
     return (uint16_t)(u >> 16);

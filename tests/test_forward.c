@@ -12,7 +12,7 @@
 #include "util.h"
 
 static rq_model *tiny(const char *arch, int weight_type, unsigned seed) {
-    tiny_spec sp = {arch, 97, 32, 48, 2, 4, 2, 10000.0f, seed, weight_type};
+    tiny_spec sp = {arch, 97, 32, 48, 2, 4, 2, 10000.0f, seed, weight_type, 0};
     char path[128];
     snprintf(path, sizeof path, "/tmp/rq_tiny_%d.gguf", (int)getpid());
     if (tiny_model_write(&sp, path)) return NULL;
@@ -82,7 +82,7 @@ static void test_rope_style_matters(void) {
 }
 
 static void test_unsupported_arch(void) {
-    tiny_spec sp = {"gemma3", 64, 32, 48, 1, 4, 2, 10000.0f, 1, RQ_GGML_F32};
+    tiny_spec sp = {"gemma3", 64, 32, 48, 1, 4, 2, 10000.0f, 1, RQ_GGML_F32, 0};
     char path[128];
     snprintf(path, sizeof path, "/tmp/rq_tiny_g_%d.gguf", (int)getpid());
     REQUIRE(tiny_model_write(&sp, path) == 0);

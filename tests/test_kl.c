@@ -9,7 +9,7 @@
 #include "util.h"
 
 static rq_model *tiny(unsigned seed) {
-    tiny_spec sp = {"llama", 300, 32, 48, 2, 4, 2, 10000.0f, seed, RQ_GGML_F32};
+    tiny_spec sp = {"llama", 300, 32, 48, 2, 4, 2, 10000.0f, seed, RQ_GGML_F32, 0};
     char path[128];
     snprintf(path, sizeof path, "/tmp/rq_tiny_kl_%d.gguf", (int)getpid());
     if (tiny_model_write(&sp, path)) return NULL;

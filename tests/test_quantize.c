@@ -36,7 +36,7 @@ static rq_calib tiny_calib(void) {
 
 static int write_src(const char *arch) {
     /* n_ff 100: rows that no group of 64 or 128 divides */
-    tiny_spec sp = {arch, 97, 64, 100, 2, 4, 2, 10000.0f, 5, RQ_GGML_F32};
+    tiny_spec sp = {arch, 97, 64, 100, 2, 4, 2, 10000.0f, 5, RQ_GGML_F32, 0};
     return tiny_model_write(&sp, src_path);
 }
 

@@ -261,8 +261,10 @@ static void test_recipe_files(void) {
         CHECKF(strlen(r.name) == l - 5 && !strncmp(r.name, e->d_name, l - 5), "%s has name '%s'", e->d_name, r.name);
         CHECKF(r.seed == 0 && r.calib_n == 8 && r.calib_len == 2048, "%s", e->d_name);
         bool is_1bit_sign = r.base.grid.bits == 1 && strcmp(r.name, "gptq-w1mean");
-        CHECKF(r.base.grid.sym == is_1bit_sign, "%s: sym %d", e->d_name, r.base.grid.sym);
-        CHECKF(r.base.grid.mse == (r.base.grid.bits == 2 || r.base.grid.bits == 3), "%s", e->d_name);
+        bool quarot = strstr(r.name, "pc-sym") != NULL; /* QuaRot's grid: symmetric per channel, clip search */
+        CHECKF(r.base.grid.sym == (is_1bit_sign || quarot), "%s: sym %d", e->d_name, r.base.grid.sym);
+        CHECKF(r.base.grid.mse == (r.base.grid.bits == 2 || r.base.grid.bits == 3 || quarot), "%s", e->d_name);
+        CHECKF(!quarot || (r.base.grid.group == 0 && r.base.gptq.act_order), "%s", e->d_name);
         rq_tensor_recipe t;
         rq_recipe_for_tensor(&r, "token_embd.weight", &t);
         CHECK(t.method == RQ_METHOD_KEEP);
@@ -272,7 +274,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 16, "%d recipe files", n);
+    CHECKF(n == 19, "%d recipe files", n);
 }
 
 int main(void) {

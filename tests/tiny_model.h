@@ -19,6 +19,7 @@ typedef struct {
     float rope_base;
     unsigned seed;
     int weight_type; /* RQ_GGML_F32 or RQ_GGML_F16 */
+    int tied;        /* no output.weight: the output matrix is the token embedding */
 } tiny_spec;
 
 static float tiny_rand(unsigned *s) {
@@ -69,7 +70,7 @@ static int tiny_model_write(const tiny_spec *sp, const char *path) {
     } while (0)
     ADD("token_embd.weight", E, sp->n_vocab, 2.0f, 0.0f);
     ADD("output_norm.weight", E, 1, 0.2f, 1.0f);
-    ADD("output.weight", E, sp->n_vocab, 1.0f, 0.0f);
+    if (!sp->tied) ADD("output.weight", E, sp->n_vocab, 1.0f, 0.0f);
     for (int l = 0; l < sp->n_layer && nt < 60; l++) {
         char nm[64];
 #define L(suf, a, b, sc, off)                                                                                      \

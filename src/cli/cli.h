@@ -12,6 +12,8 @@ int cmd_reference(int argc, char **argv);
 int cmd_calib(int argc, char **argv);
 int cmd_bpw(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_rotate(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
 
 /* Print "repliq CMD: <message>" and return the exit status 1. */
 int cli_die(const char *cmd, const char *msg);

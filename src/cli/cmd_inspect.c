@@ -1,0 +1,230 @@
+/* cmd_inspect.c - repliq inspect: looks inside a model on a text. "acts" prints
+ * the massive-activation statistics of acts.h per layer. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "acts.h"
+#include "cli.h"
+#include "forward.h"
+#include "model.h"
+#include "paths.h"
+#include "ppl.h"
+#include "tokenizer.h"
+#include "util.h"
+
+static int inspect_acts(int argc, char **argv);
+
+int cmd_inspect(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "acts")) return inspect_acts(argc - 1, argv + 1);
+    if (argc >= 2) fprintf(stderr, "repliq inspect: unknown tool '%s'\n", argv[1]);
+    fprintf(stderr, "usage: repliq inspect acts -m MODEL [-f TEXT] [-c CTX] [--chunks N] [--json OUT.json] [-t N]\n"
+                    "                           [--massive-abs A] [--massive-ratio R]\n"
+                    "  acts   massive activations: per layer, max |x| of the residual stream and the linear\n"
+                    "         inputs, its ratio to the median, where it is, and the channels that carry it\n");
+    return 2;
+}
+
+/* A token's text for the table: quoted, control bytes escaped, at most ~14 bytes. */
+static void token_label(const rq_tokenizer *tok, int32_t id, char *out, size_t cap) {
+    char b[64];
+    int n = tok ? rq_token_to_bytes(tok, id, b, sizeof b) : -1;
+    if (n < 0) {
+        snprintf(out, cap, "#%d", id);
+        return;
+    }
+    size_t len = (size_t)n < sizeof b ? (size_t)n : sizeof b, o = 0;
+    out[o++] = '"';
+    for (size_t i = 0; i < len && o + 6 < cap && o < 16; i++) {
+        unsigned char c = (unsigned char)b[i];
+        if (c == '\n')
+            o += (size_t)snprintf(out + o, cap - o, "\\n");
+        else if (c < 0x20 || c == 0x7f)
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
+        else
+            out[o++] = (char)c;
+    }
+    out[o++] = '"';
+    out[o] = 0;
+}
+
+static void print_table(const rq_acts *a, const rq_tokenizer *tok) {
+    printf("\nresidual stream (output of each block)\n");
+    printf("%5s %11s %11s %9s  %8s %5s  %-18s %5s %11s %7s\n", "layer", "max|x|", "median", "ratio", "top:pos", "win",
+           "token", "ch", "value", "massive");
+    for (int l = 0; l < a->n_layer; l++) {
+        const rq_acts_stats *s = rq_acts_get(a, l, RQ_ACTS_RESID);
+        char lab[64] = "-";
+        const rq_acts_entry *e = s->n_top ? &s->top[0] : NULL;
+        if (e) token_label(tok, e->token, lab, sizeof lab);
+        printf("%5d %11.4g %11.4g %9.4g  %8lld %5d  %-18s %5d %11.4g %7lld\n", l, (double)s->max_abs, s->median_abs,
+               s->ratio, e ? (long long)e->pos : -1LL, e ? e->win_pos : -1, lab, e ? e->channel : -1,
+               e ? (double)e->value : 0.0, (long long)s->n_massive);
+    }
+    printf("\nlinear-layer inputs: max|x| / ratio to the median / channel of the max / massive entries\n%5s", "layer");
+    for (int s = 0; s < RQ_ACTS_RESID; s++)
+        printf("  %-28s", rq_acts_site_name((rq_acts_site)s));
+    printf("\n");
+    for (int l = 0; l < a->n_layer; l++) {
+        printf("%5d", l);
+        for (int s = 0; s < RQ_ACTS_RESID; s++) {
+            const rq_acts_stats *st = rq_acts_get(a, l, (rq_acts_site)s);
+            char cell[64];
+            snprintf(cell, sizeof cell, "%.4g / %.3g / %d / %lld", (double)st->max_abs, st->ratio,
+                     st->n_top ? st->top[0].channel : -1, (long long)st->n_massive);
+            printf("  %-28s", cell);
+        }
+        printf("\n");
+    }
+}
+
+/* The residual channels that carry massive entries: in how many layers, first and
+ * last of them, and their largest |x|, most layers first. */
+static void print_massive_channels(const rq_acts *a) {
+    int E = rq_acts_get(a, 0, RQ_ACTS_RESID)->width, n_ch = 0;
+    int *layers = rq_calloc((size_t)E, sizeof *layers), *first = rq_calloc((size_t)E, sizeof *first);
+    int *last = rq_calloc((size_t)E, sizeof *last), *order = rq_calloc((size_t)E, sizeof *order);
+    float *mx = rq_calloc((size_t)E, sizeof *mx);
+    for (int l = 0; l < a->n_layer; l++) {
+        const rq_acts_stats *s = rq_acts_get(a, l, RQ_ACTS_RESID);
+        for (int c = 0; c < E; c++) {
+            if (!s->ch_massive[c]) continue;
+            if (!layers[c]++) first[c] = l;
+            last[c] = l;
+            if (s->ch_max[c] > mx[c]) mx[c] = s->ch_max[c];
+        }
+    }
+    for (int c = 0; c < E; c++)
+        if (layers[c]) {
+            int j = n_ch++;
+            while (j > 0 && layers[order[j - 1]] < layers[c]) {
+                order[j] = order[j - 1];
+                j--;
+            }
+            order[j] = c;
+        }
+    printf("\nmassive channels of the residual stream (|x| > %g and > %g x the window median):", (double)a->p.abs_thr,
+           (double)a->p.ratio_thr);
+    if (!n_ch) printf(" none");
+    for (int i = 0; i < n_ch && i < 16; i++) {
+        int c = order[i];
+        printf("%s ch %d (%d of %d layers, %d-%d, max %.4g)", i ? "," : "", c, layers[c], a->n_layer, first[c], last[c],
+               (double)mx[c]);
+    }
+    if (n_ch > 16) printf(", and %d more", n_ch - 16);
+    printf("\n");
+    free(layers);
+    free(first);
+    free(last);
+    free(order);
+    free(mx);
+}
+
+static float cli_float(const char *opt, const char *v) {
+    char *end;
+    float x = strtof(v, &end);
+    if (*end || end == v || !(x >= 0)) {
+        fprintf(stderr, "repliq inspect acts: %s needs a number >= 0, got '%s'\n", opt, v);
+        exit(2);
+    }
+    return x;
+}
+
+static int inspect_acts(int argc, char **argv) {
+    const char *cmd = "inspect acts", *model = NULL, *text = "wiki.test.raw", *json = NULL;
+    rq_acts_params p = rq_acts_defaults();
+    int chunks = 2, threads = 2;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "-m"))
+            model = cli_val(cmd, argc, argv, &i);
+        else if (!strcmp(o, "-f"))
+            text = cli_val(cmd, argc, argv, &i);
+        else if (!strcmp(o, "-c"))
+            p.n_ctx = cli_int(cmd, o, cli_val(cmd, argc, argv, &i), 1);
+        else if (!strcmp(o, "--chunks"))
+            chunks = cli_int(cmd, o, cli_val(cmd, argc, argv, &i), 1);
+        else if (!strcmp(o, "--json"))
+            json = cli_val(cmd, argc, argv, &i);
+        else if (!strcmp(o, "-t"))
+            threads = cli_int(cmd, o, cli_val(cmd, argc, argv, &i), 1);
+        else if (!strcmp(o, "--massive-abs"))
+            p.abs_thr = cli_float(o, cli_val(cmd, argc, argv, &i));
+        else if (!strcmp(o, "--massive-ratio"))
+            p.ratio_thr = cli_float(o, cli_val(cmd, argc, argv, &i));
+        else {
+            fprintf(stderr, "repliq %s: unknown option '%s'\n", cmd, o);
+            return 2;
+        }
+    }
+    if (!model)
+        return cli_die(cmd, "usage: repliq inspect acts -m MODEL [-f TEXT] [-c CTX] [--chunks N] [--json OUT.json] "
+                            "[-t N] [--massive-abs A] [--massive-ratio R]");
+    char mpath[4096], tpath[4096];
+    if (rq_resolve_model(model, mpath, sizeof mpath) || rq_resolve_data(text, tpath, sizeof tpath))
+        return cli_die(cmd, rq_error());
+    if (json) { /* find out now, not after the run, that the output cannot be written */
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.tmp", json);
+        FILE *f = fopen(tmp, "w");
+        if (!f) {
+            fprintf(stderr, "repliq %s: cannot create %s: %s; check that the folder exists and is writable\n", cmd, tmp,
+                    strerror(errno));
+            return 1;
+        }
+        fclose(f);
+        unlink(tmp);
+    }
+    char *buf;
+    size_t len;
+    if (rq_read_file(tpath, &buf, &len)) return cli_die(cmd, rq_error());
+    rq_set_threads(threads);
+    rq_model *m;
+    double t0 = rq_time();
+    if (rq_model_load(mpath, &m)) {
+        free(buf);
+        return cli_die(cmd, rq_error());
+    }
+    fprintf(stderr, "repliq %s: loaded %s (%s, %lld params) in %.1fs\n", cmd, mpath, m->cfg.arch->name,
+            (long long)m->n_params, rq_time() - t0);
+    /* the text as llama-perplexity reads it, with BOS over each window's first token */
+    rq_ppl_params pp = {.protocol = RQ_PPL_LLAMACPP};
+    int32_t *tok;
+    size_t n_tok;
+    int rc = rq_ppl_tokens(m, &pp, buf, len, &tok, &n_tok);
+    free(buf);
+    if (rc) {
+        rq_fail_ctx("%s", tpath);
+        rq_model_free(m);
+        return cli_die(cmd, rq_error());
+    }
+    if (rq_tokenizer_adds_bos(m->tok)) p.bos_id = rq_tokenizer_bos(m->tok);
+    int64_t n = (int64_t)n_tok, want = (int64_t)chunks * p.n_ctx;
+    if (n > want) n = want;
+    p.progress = true;
+    rq_acts *a;
+    t0 = rq_time();
+    rc = rq_acts_collect(m, tok, n, &p, &a);
+    free(tok);
+    if (rc || (json && rq_acts_save_json(a, m->tok, tpath, json))) {
+        rq_acts_free(a);
+        rq_model_free(m);
+        return cli_die(cmd, rq_error());
+    }
+    printf("model %s (%s, %d layers)\ntext %s: %lld of %zu tokens, %lld window%s of up to %d%s, %.1fs\n", mpath,
+           m->cfg.arch->name, m->cfg.n_layer, tpath, (long long)n, n_tok, (long long)a->n_windows,
+           a->n_windows == 1 ? "" : "s", p.n_ctx, p.bos_id >= 0 ? ", BOS over each window's first token" : "",
+           rq_time() - t0);
+    if (n < want) printf("note: the text has fewer tokens than %d chunks of %d; all of it was used\n", chunks, p.n_ctx);
+    printf("median |x|: histogram estimate (within 1.6%%); massive: |x| > %g and > %g x the exact median of the "
+           "same site in the same window\n",
+           (double)p.abs_thr, (double)p.ratio_thr);
+    print_table(a, m->tok);
+    print_massive_channels(a);
+    if (json) printf("wrote %s\n", json);
+    rq_acts_free(a);
+    rq_model_free(m);
+    return 0;
+}
