@@ -139,7 +139,8 @@ int rq_rotate_file(const char *in, const char *out, const rq_rot_opts *o, bool v
     for (uint64_t i = 0; i < g->n_kv; i++)
         if (strcmp(g->kv[i].key, "general.file_type")) rq_gguf_copy_kv(of.w, &g->kv[i]);
     rq_gguf_set_u32(of.w, "general.file_type", 0); /* ALL_F32 */
-    rq_gguf_set_str(of.w, "repliq.rot.r1", o->r1_matrix ? "given" : kind_name(o->r1));
+    rq_gguf_set_str(of.w, "repliq.rot.r1", o->r1_matrix ? (o->r1_name ? o->r1_name : "given") : kind_name(o->r1));
+    if (o->info) rq_gguf_set_str(of.w, "repliq.rot.info", o->info);
     rq_gguf_set_str(of.w, "repliq.rot.r2", kind_name(o->r2));
     rq_gguf_set_str(of.w, "repliq.rot.r3", kind_name(o->r3));
     rq_gguf_set_str(of.w, "repliq.rot.r4", kind_name(o->r4));

@@ -26,6 +26,8 @@ typedef struct {
     int r1, r2, r3, r4;     /* rq_orth_kind, or RQ_ROT_NONE */
     uint64_t seed;          /* each stage draws from its own stream of this seed */
     const float *r1_matrix; /* optional [n_embd, n_embd] R1 given by the caller (DFRot); r1 is then ignored */
+    const char *r1_name;    /* repliq.rot.r1 for a given matrix ("given" when NULL) */
+    const char *info;       /* optional JSON written as repliq.rot.info (how R1 was made) */
 } rq_rot_opts;
 
 /* Rotate the model file in (GGUF, any tensor types) and write the rotated f32

@@ -63,10 +63,10 @@ typedef struct {
 } rot_case;
 
 static const rot_case cases[] = {
-    {"R1 rh, R2 rh", {RQ_ORTH_RH, RQ_ORTH_RH, RQ_ROT_NONE, RQ_ROT_NONE, 1, NULL}},
-    {"R1 ro, R2 hadamard", {RQ_ORTH_RO, RQ_ORTH_HADAMARD, RQ_ROT_NONE, RQ_ROT_NONE, 2, NULL}},
-    {"R1 hadamard, R2 ro, R3 rh, R4 rh", {RQ_ORTH_HADAMARD, RQ_ORTH_RO, RQ_ORTH_RH, RQ_ORTH_RH, 3, NULL}},
-    {"online only: R3 hadamard, R4 ro", {RQ_ROT_NONE, RQ_ROT_NONE, RQ_ORTH_HADAMARD, RQ_ORTH_RO, 4, NULL}},
+    {"R1 rh, R2 rh", {RQ_ORTH_RH, RQ_ORTH_RH, RQ_ROT_NONE, RQ_ROT_NONE, 1, NULL, NULL, NULL}},
+    {"R1 ro, R2 hadamard", {RQ_ORTH_RO, RQ_ORTH_HADAMARD, RQ_ROT_NONE, RQ_ROT_NONE, 2, NULL, NULL, NULL}},
+    {"R1 hadamard, R2 ro, R3 rh, R4 rh", {RQ_ORTH_HADAMARD, RQ_ORTH_RO, RQ_ORTH_RH, RQ_ORTH_RH, 3, NULL, NULL, NULL}},
+    {"online only: R3 hadamard, R4 ro", {RQ_ROT_NONE, RQ_ROT_NONE, RQ_ORTH_HADAMARD, RQ_ORTH_RO, 4, NULL, NULL, NULL}},
 };
 
 /* n_ff 48 = 4 x 12 has a Hadamard matrix; 100 does not here, so R4 takes the fallback */
@@ -99,8 +99,18 @@ static void check_arch(const char *arch, int tied, int n_ff) {
                 CHECK(mb->layers[0].attn_norm[i] == 1.0f && mb->out_norm[i] == 1.0f);
             CHECK(!mb->cfg.tied_output); /* untied: the output matrix carries the final norm */
         }
-        if (k->o.r4 != RQ_ROT_NONE)
+        if (k->o.r4 != RQ_ROT_NONE) {
             CHECK(rel_err(mb->layers[0].down.w, ma->layers[0].down.w, (size_t)ma->cfg.n_embd * ma->cfg.n_ff) > 0.05);
+            /* the scalar reference applies the online transforms too (dense, by definition) */
+            int32_t tok[T];
+            for (int i = 0; i < T; i++)
+                tok[i] = (i * 37 + 11) % mb->cfg.n_vocab;
+            float *sref = malloc(nl * sizeof *sref);
+            CHECK(rq_forward_ref(mb, tok, T, sref) == 0);
+            double es = rel_err(got, sref, nl);
+            CHECKF(es < 1e-5, "%s %s: batched vs scalar reference %.3g", arch, k->name, es);
+            free(sref);
+        }
         CHECK(mb->online.r3 == k->o.r3 && mb->online.r4 == k->o.r4 && mb->online.seed == k->o.seed);
         free(got);
         rq_model_free(mb);
@@ -122,7 +132,7 @@ static void test_online_is_needed(void) {
     paths();
     tiny_spec sp = {"llama", 97, 32, 48, 2, 4, 2, 10000.0f, 5, RQ_GGML_F32, 0};
     REQUIRE(tiny_model_write(&sp, path_a) == 0);
-    rq_rot_opts o = {RQ_ROT_NONE, RQ_ROT_NONE, RQ_ROT_NONE, RQ_ORTH_RH, 9, NULL};
+    rq_rot_opts o = {RQ_ROT_NONE, RQ_ROT_NONE, RQ_ROT_NONE, RQ_ORTH_RH, 9, NULL, NULL, NULL};
     REQUIRE(rq_rotate_file(path_a, path_b, &o, false) == 0);
     rq_model *ma = NULL, *mb = NULL;
     float *ref = logits_of(path_a, &ma), *got = logits_of(path_b, &mb);
@@ -149,12 +159,12 @@ static void test_refusals(void) {
     paths();
     tiny_spec sp = {"llama", 97, 32, 48, 1, 4, 2, 10000.0f, 5, RQ_GGML_F32, 0};
     REQUIRE(tiny_model_write(&sp, path_a) == 0);
-    rq_rot_opts o = {RQ_ORTH_RH, RQ_ROT_NONE, RQ_ROT_NONE, RQ_ROT_NONE, 0, NULL};
+    rq_rot_opts o = {RQ_ORTH_RH, RQ_ROT_NONE, RQ_ROT_NONE, RQ_ROT_NONE, 0, NULL, NULL, NULL};
     REQUIRE(rq_rotate_file(path_a, path_b, &o, false) == 0);
     /* rotating twice would fold norms that are already folded */
     CHECK(rq_rotate_file(path_b, path_a, &o, false) != 0 && strstr(rq_error(), "already rotated"));
     unlink(path_b);
-    rq_rot_opts bad = {7, RQ_ROT_NONE, RQ_ROT_NONE, RQ_ROT_NONE, 0, NULL};
+    rq_rot_opts bad = {7, RQ_ROT_NONE, RQ_ROT_NONE, RQ_ROT_NONE, 0, NULL, NULL, NULL};
     CHECK(rq_rotate_file(path_a, path_b, &bad, false) != 0 && strstr(rq_error(), "R1"));
     CHECK(access(path_b, F_OK) != 0); /* nothing written */
     CHECK(rq_rotate_file("/nonexistent/model.gguf", path_b, &o, false) != 0);
@@ -169,7 +179,7 @@ static void test_smollm2_ppl_unchanged(void) {
     if (!rq_test_model("smollm2-135m.gguf", mp, sizeof mp) || !data) SKIP("SmolLM2 or REPLIQ_DATA missing");
     snprintf(tp, sizeof tp, "%s/wiki.test.raw", data);
     paths();
-    rq_rot_opts o = {RQ_ORTH_RH, RQ_ORTH_RH, RQ_ORTH_HADAMARD, RQ_ORTH_HADAMARD, 0, NULL};
+    rq_rot_opts o = {RQ_ORTH_RH, RQ_ORTH_RH, RQ_ORTH_HADAMARD, RQ_ORTH_HADAMARD, 0, NULL, NULL, NULL};
     REQUIRE(rq_rotate_file(mp, path_b, &o, false) == 0);
     rq_ppl_params p = {.protocol = RQ_PPL_LLAMACPP, .n_ctx = 512, .max_chunks = 4, .add_bos = true};
     char *text = NULL;

@@ -13,6 +13,7 @@ int cmd_calib(int argc, char **argv);
 int cmd_bpw(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_rotate(int argc, char **argv);
+int cmd_dfrot(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 
 /* Print "repliq CMD: <message>" and return the exit status 1. */

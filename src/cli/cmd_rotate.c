@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "dfrot.h"
 #include "forward.h"
 #include "paths.h"
 #include "rotate.h"
@@ -64,5 +65,65 @@ int cmd_rotate(int argc, char **argv) {
            o.r2 == RQ_ROT_NONE ? "none" : rq_orth_kind_name(o.r2),
            o.r3 == RQ_ROT_NONE ? "none" : rq_orth_kind_name(o.r3),
            o.r4 == RQ_ROT_NONE ? "none" : rq_orth_kind_name(o.r4), (unsigned long long)o.seed, rq_time() - t0);
+    return 0;
+}
+
+/* repliq dfrot: DFRot's refined R1 (dfrot.h), then R2 / online R3 / R4 as rotate. */
+int cmd_dfrot(int argc, char **argv) {
+    const char *model = NULL, *out = NULL, *calib = "c4-en-validation-sample-2000.jsonl.xz";
+    rq_dfrot_opts o = rq_dfrot_defaults();
+    int r2 = RQ_ORTH_RH, r3 = RQ_ROT_NONE, r4 = RQ_ROT_NONE, threads = 2;
+    o.verbose = true;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-m"))
+            model = cli_val("dfrot", argc, argv, &i);
+        else if (!strcmp(a, "-o"))
+            out = cli_val("dfrot", argc, argv, &i);
+        else if (!strcmp(a, "-f"))
+            calib = cli_val("dfrot", argc, argv, &i);
+        else if (!strcmp(a, "--gamma"))
+            o.gamma = (float)atof(cli_val("dfrot", argc, argv, &i));
+        else if (!strcmp(a, "--iters"))
+            o.iters = cli_int("dfrot", a, cli_val("dfrot", argc, argv, &i), 0);
+        else if (!strcmp(a, "--abits"))
+            o.a_bits = cli_int("dfrot", a, cli_val("dfrot", argc, argv, &i), 2);
+        else if (!strcmp(a, "--aclip"))
+            o.a_clip = (float)atof(cli_val("dfrot", argc, argv, &i));
+        else if (!strcmp(a, "-L"))
+            o.calib_len = cli_int("dfrot", a, cli_val("dfrot", argc, argv, &i), 16);
+        else if (!strcmp(a, "--r2"))
+            r2 = kind_arg(a, cli_val("dfrot", argc, argv, &i));
+        else if (!strcmp(a, "--r3"))
+            r3 = kind_arg(a, cli_val("dfrot", argc, argv, &i));
+        else if (!strcmp(a, "--r4"))
+            r4 = kind_arg(a, cli_val("dfrot", argc, argv, &i));
+        else if (!strcmp(a, "--online"))
+            r3 = r4 = RQ_ORTH_HADAMARD;
+        else if (!strcmp(a, "--seed"))
+            o.seed = strtoull(cli_val("dfrot", argc, argv, &i), NULL, 10);
+        else if (!strcmp(a, "-t"))
+            threads = cli_int("dfrot", a, cli_val("dfrot", argc, argv, &i), 1);
+        else if (!strcmp(a, "--quiet"))
+            o.verbose = false;
+        else {
+            fprintf(stderr, "repliq dfrot: unknown option '%s'\n", a);
+            return 2;
+        }
+    }
+    if (!model || !out)
+        return cli_die("dfrot", "usage: repliq dfrot -m MODEL -o OUT.gguf [-f CALIB] [-L TOKENS] [--iters N] "
+                                "[--gamma G] [--abits B] [--aclip C] [--r2 K] [--r3 K] [--r4 K] [--online] "
+                                "[--seed S] [-t N] [--quiet]");
+    char path[4096], cpath[4096];
+    if (rq_resolve_model(model, path, sizeof path)) return cli_die("dfrot", rq_error());
+    if (rq_resolve_data(calib, cpath, sizeof cpath)) return cli_die("dfrot", rq_error());
+    rq_set_threads(threads);
+    rq_dfrot_report rep;
+    if (rq_dfrot_model(path, cpath, out, r2, r3, r4, &o, &rep)) return cli_die("dfrot", rq_error());
+    printf("wrote %s: DFRot %d iterations, gamma %g, A%d: loss %.6g -> %.6g (best at iteration %d), %lld rows "
+           "(%lld massive), %.1fs\n",
+           out, o.iters, o.gamma, o.a_bits, rep.loss_start, rep.loss_best, rep.best_iter, (long long)rep.rows,
+           (long long)rep.massive_rows, rep.seconds);
     return 0;
 }

@@ -21,7 +21,8 @@ static void usage(FILE *f) {
                "  calib -m MODEL [-f FILE] [-n N] [-L LEN] [--seed S] [--text-out OUT.txt]   calibration windows\n"
                "  rotate -m MODEL -o OUT.gguf [--r1 K] [--r2 K] [--r3 K] [--r4 K] [--online] [--seed S]\n"
                "                     fold norms and rotations into the weights (QuaRot); K: hadamard, rh, ro, none\n"
-               "  inspect acts -m MODEL [-f TEXT] [-c CTX] [--chunks N] [--json OUT.json] [-t N]   massive activations "
+               "  dfrot -m MODEL -o OUT.gguf [--iters N] [--gamma G] [--abits B] [--online]   DFRot-refined R1, then rotate\n"
+            "  inspect acts -m MODEL [-f TEXT] [-c CTX] [--chunks N] [--json OUT.json] [-t N]   massive activations "
                "per layer\n"
                "MODEL is a GGUF path, a Hugging Face folder, or a packaged name; TEXT is a path or a\n"
                "file name inside $REPLIQ_DATA.\n");
