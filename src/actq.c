@@ -12,6 +12,8 @@ int rq_actq_check(const rq_actq *a) {
     if (!(a->a_clip > 0.0f && a->a_clip <= 1.0f)) return rq_fail("act clip = %g must be in (0, 1]", a->a_clip);
     if (!(a->kv_bits == 0 || a->kv_bits == 16 || (a->kv_bits >= 2 && a->kv_bits <= 8)))
         return rq_fail("kv bits = %d: use 0 (off), 2..8, or 16", a->kv_bits);
+    if (!(a->keep_massive >= 0.0f && isfinite(a->keep_massive)))
+        return rq_fail("keep_massive = %g must be >= 0 (0 = off)", a->keep_massive);
     return 0;
 }
 

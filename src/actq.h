@@ -11,6 +11,11 @@ typedef struct {
     float a_clip; /* clipping ratio of the per-token max |x|, in (0, 1] */
     bool a_bf16;  /* 16 bits means bf16 rather than f16 */
     int kv_bits;  /* K (after RoPE) and V: asymmetric per head per token, groups of min(128, head_dim) */
+    /* Ablation "massive activations kept in 16-bit": > 0 leaves the tokens whose
+     * residual stream at a block's input has an RMS above keep_massive x the
+     * window's median token RMS at f16 in that block's linear inputs (the RMS,
+     * unlike a channel, survives rotation). 0 = off. */
+    float keep_massive;
 } rq_actq;
 
 /* Validate; the message names the field. */

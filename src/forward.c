@@ -20,6 +20,8 @@ struct rq_fwd {
     rq_orth *r3, *r4; /* online rotations (NULL: none) */
     int n_ctx;
     float *x, *h, *q, *k, *v, *att, *scores, *g, *u;
+    uint8_t *massive; /* [n_ctx] tokens kept at 16 bits in this block (actq.keep_massive) */
+    bool any_massive;
     float *rope_cos, *rope_sin; /* [n_ctx, head_dim/2] */
 };
 
@@ -48,7 +50,8 @@ int rq_fwd_set_online(rq_fwd *f, const rq_online_rot *on) {
     if (on->r3 != RQ_ROT_NONE &&
         !(f->r3 = rq_orth_new(f->cfg.head_dim, (rq_orth_kind)on->r3, rq_rot_stage_seed(on->seed, 3))))
         return rq_fail_ctx("the online rotation R3");
-    if (on->r4 != RQ_ROT_NONE && !(f->r4 = rq_orth_new(f->cfg.n_ff, (rq_orth_kind)on->r4, rq_rot_stage_seed(on->seed, 4))))
+    if (on->r4 != RQ_ROT_NONE &&
+        !(f->r4 = rq_orth_new(f->cfg.n_ff, (rq_orth_kind)on->r4, rq_rot_stage_seed(on->seed, 4))))
         return rq_fail_ctx("the online rotation R4");
     return 0;
 }
@@ -68,6 +71,7 @@ rq_fwd *rq_fwd_new_cfg(const rq_config *c, int n_ctx) {
     f->scores = rq_malloc(T * T * sizeof(float));
     f->g = rq_malloc(T * F * sizeof(float));
     f->u = rq_malloc(T * F * sizeof(float));
+    f->massive = rq_calloc(T, 1);
     int half = c->head_dim / 2;
     f->rope_cos = rq_malloc(T * (size_t)half * sizeof(float));
     f->rope_sin = rq_malloc(T * (size_t)half * sizeof(float));
@@ -92,6 +96,7 @@ void rq_fwd_free(rq_fwd *f) {
     free(f->scores);
     free(f->g);
     free(f->u);
+    free(f->massive);
     free(f->rope_cos);
     free(f->rope_sin);
     rq_orth_free(f->r3);
@@ -214,13 +219,47 @@ static void attention(rq_fwd *f, int n) {
 
 /* The simulated activation quantization of a linear layer's input x[n, dim]. */
 static void act_in(const rq_fwd *f, float *x, int n, int dim) {
-    rq_actq_tokens(x, n, dim, f->actq.a_bits, f->actq.a_clip, f->actq.a_bf16);
+    const rq_actq *a = &f->actq;
+    if (!f->any_massive) {
+        rq_actq_tokens(x, n, dim, a->a_bits, a->a_clip, a->a_bf16);
+        return;
+    }
+    for (int t = 0; t < n; t++)
+        rq_actq_tokens(x + (size_t)t * dim, 1, dim, f->massive[t] ? 16 : a->a_bits, a->a_clip, a->a_bf16);
+}
+
+static int cmp_f(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* Flag the tokens of the block input x[n, E] whose RMS exceeds keep x the median. */
+static void flag_massive(rq_fwd *f, const float *x, int n, int E) {
+    f->any_massive = false;
+    float keep = f->actq.keep_massive;
+    if (!(keep > 0.0f) || f->actq.a_bits == 0 || f->actq.a_bits == 16) return;
+    float *rms = rq_malloc((size_t)n * sizeof *rms), *srt = rq_malloc((size_t)n * sizeof *srt);
+    for (int t = 0; t < n; t++) {
+        double s = 0;
+        for (int i = 0; i < E; i++)
+            s += (double)x[(size_t)t * E + i] * x[(size_t)t * E + i];
+        rms[t] = srt[t] = (float)sqrt(s / E);
+    }
+    qsort(srt, (size_t)n, sizeof *srt, cmp_f);
+    float thr = keep * srt[n / 2];
+    for (int t = 0; t < n; t++) {
+        f->massive[t] = rms[t] > thr;
+        f->any_massive |= f->massive[t];
+    }
+    free(rms);
+    free(srt);
 }
 
 static void layer_fwd(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx,
                       bool down) {
     const rq_config *c = &f->cfg;
     int E = c->n_embd, Dq = c->n_head * c->head_dim;
+    flag_massive(f, x, n, E);
     rmsnorm(x, L->attn_norm, n, E, c->norm_eps, f->h);
     act_in(f, f->h, n, E);
     if (hook) hook(ctx, layer, RQ_HOOK_ATTN_IN, f->h, n, E);
@@ -272,6 +311,7 @@ const float *rq_fwd_hidden(rq_fwd *f, const int32_t *tokens, int n) {
         memcpy(f->x + (size_t)t * E, m->tok_embd + (size_t)tokens[t] * E, E * sizeof(float));
     for (int l = 0; l < c->n_layer; l++)
         rq_fwd_layer(f, &m->layers[l], l, f->x, n, NULL, NULL);
+    flag_massive(f, f->x, n, E);
     rmsnorm(f->x, m->out_norm, n, E, c->norm_eps, f->h);
     act_in(f, f->h, n, E);
     return f->h;

@@ -227,6 +227,8 @@ static int load_actq(const rq_gguf *g, rq_actq *a) {
     if (rq_gguf_get_float(g, "repliq.act.clip", &d) == 0) a->a_clip = (float)d;
     if (rq_gguf_get_bool(g, "repliq.act.bf16", &b) == 0) a->a_bf16 = b;
     if (rq_gguf_get_int(g, "repliq.kv.bits", &v) == 0) a->kv_bits = (int)v;
+    a->keep_massive = 0.0f;
+    if (rq_gguf_get_float(g, "repliq.act.keep_massive", &d) == 0) a->keep_massive = (float)d;
     if (rq_actq_check(a)) return rq_fail_ctx("%s: metadata repliq.act / repliq.kv", g->path);
     return 0;
 }

@@ -96,7 +96,11 @@ static void test_kv(void) {
 }
 
 static void test_check(void) {
-    rq_actq a = {8, 1.0f, false, 4};
+    rq_actq a = {8, 1.0f, false, 4, 0.0f};
+    CHECK(rq_actq_check(&a) == 0);
+    a.keep_massive = -1.0f;
+    CHECK(rq_actq_check(&a) != 0 && strstr(rq_error(), "keep_massive"));
+    a.keep_massive = 20.0f;
     CHECK(rq_actq_check(&a) == 0);
     a.a_bits = 1;
     CHECK(rq_actq_check(&a) != 0 && strstr(rq_error(), "act bits"));

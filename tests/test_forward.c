@@ -39,7 +39,8 @@ static void check_batched_vs_ref(const char *arch, int wtype) {
     CHECK((m->layers[0].q.b != NULL) == !strcmp(arch, "qwen2"));
     enum { T = 150 }; /* crosses an attention block boundary (128) */
     int32_t tok[T];
-    for (int i = 0; i < T; i++) tok[i] = (i * 31 + 5) % m->cfg.n_vocab;
+    for (int i = 0; i < T; i++)
+        tok[i] = (i * 31 + 5) % m->cfg.n_vocab;
     float *ref = malloc((size_t)T * m->cfg.n_vocab * sizeof(float));
     float *got = malloc((size_t)T * m->cfg.n_vocab * sizeof(float));
     REQUIRE(rq_forward_ref(m, tok, T, ref) == 0);
@@ -74,8 +75,8 @@ static void test_rope_style_matters(void) {
     flipped.rope_neox = !flipped.rope_neox;
     m->cfg.arch = &flipped;
     rq_forward_ref(m, tok, 6, b);
-    CHECK(rel_err(a, b, nv) < 1e-6);      /* position 0 is not rotated */
-    CHECK(rel_err(a, b, 6 * nv) > 1e-3);  /* later positions are */
+    CHECK(rel_err(a, b, nv) < 1e-6);     /* position 0 is not rotated */
+    CHECK(rel_err(a, b, 6 * nv) > 1e-3); /* later positions are */
     free(a);
     free(b);
     rq_model_free(m);
@@ -98,7 +99,8 @@ static void test_ppl_protocol_counts(void) {
     REQUIRE(m != NULL);
     enum { N = 200 };
     int32_t tok[N];
-    for (int i = 0; i < N; i++) tok[i] = (i * 7 + 3) % m->cfg.n_vocab;
+    for (int i = 0; i < N; i++)
+        tok[i] = (i * 7 + 3) % m->cfg.n_vocab;
     rq_ppl_params p = {.protocol = RQ_PPL_LLAMACPP, .n_ctx = 64};
     rq_ppl_result r;
     REQUIRE(rq_ppl_eval_tokens(m, &p, tok, N, &r) == 0);
@@ -109,7 +111,8 @@ static void test_ppl_protocol_counts(void) {
     double nll = rq_nll_of(lg + (size_t)32 * m->cfg.n_vocab, m->cfg.n_vocab, tok[33]);
     CHECKF(fabs(nll - r.nll[0]) < 1e-4, "nll %.6f vs %.6f", nll, (double)r.nll[0]);
     double mean = 0;
-    for (int64_t i = 0; i < r.n_scored; i++) mean += r.nll[i];
+    for (int64_t i = 0; i < r.n_scored; i++)
+        mean += r.nll[i];
     mean /= (double)r.n_scored;
     CHECK(fabs(exp(mean) - r.ppl) < 1e-6 * r.ppl);
     free(r.nll);
@@ -143,6 +146,44 @@ static void test_gptq_text(void) {
     free(t);
 }
 
+/* keep_massive: a threshold no token reaches is plain A4, one every token passes
+ * is A16 (f16), and a planted massive token alone kept gives something between. */
+static void test_keep_massive(void) {
+    rq_model *m = tiny("llama", RQ_GGML_F32, 9);
+    REQUIRE(m != NULL);
+    int E = m->cfg.n_embd;
+    for (int i = 0; i < E; i++)
+        m->tok_embd[(size_t)3 * E + i] *= 200.0f; /* token 3's residual RMS dwarfs the others' */
+    enum { N = 12 };
+    int32_t tok[N] = {5, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17};
+    size_t nl = (size_t)N * m->cfg.n_vocab;
+    float *lg[4];
+    const float keep[4] = {0.0f, 1e30f, 1e-30f, 20.0f};
+    for (int k = 0; k < 4; k++) {
+        m->actq = (rq_actq){k == 2 ? 16 : 4, 1.0f, false, 0, k == 2 ? 0.0f : keep[k]};
+        if (k == 2) m->actq.keep_massive = 0.0f;
+        lg[k] = malloc(nl * sizeof(float));
+        rq_fwd *f = rq_fwd_new(m, N);
+        rq_fwd_logits(m, rq_fwd_hidden(f, tok, N), N, lg[k]);
+        rq_fwd_free(f);
+    }
+    float *a16 = lg[2];
+    m->actq = (rq_actq){4, 1.0f, false, 0, 1e-30f}; /* every token kept: the same as A16 */
+    float *all = malloc(nl * sizeof(float));
+    rq_fwd *f = rq_fwd_new(m, N);
+    rq_fwd_logits(m, rq_fwd_hidden(f, tok, N), N, all);
+    rq_fwd_free(f);
+    CHECK(memcmp(lg[0], lg[1], nl * sizeof(float)) == 0); /* nobody flagged: plain A4 */
+    CHECK(memcmp(all, a16, nl * sizeof(float)) == 0);
+    double d4 = rel_err(lg[3], lg[0], nl), d16 = rel_err(lg[3], a16, nl);
+    printf("  massive token kept: differs from A4 by %.3g, from A16 by %.3g\n", d4, d16);
+    CHECK(d4 > 1e-4 && d16 > 1e-4);
+    for (int k = 0; k < 4; k++)
+        free(lg[k]);
+    free(all);
+    rq_model_free(m);
+}
+
 int main(void) {
     RUN(test_llama_batched_vs_ref);
     RUN(test_qwen2_batched_vs_ref);
@@ -151,5 +192,6 @@ int main(void) {
     RUN(test_unsupported_arch);
     RUN(test_ppl_protocol_counts);
     RUN(test_gptq_text);
+    RUN(test_keep_massive);
     TEST_EXIT();
 }

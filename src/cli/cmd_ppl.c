@@ -16,33 +16,53 @@ int cmd_ppl(int argc, char **argv) {
     const char *model = NULL, *text = NULL, *json = NULL, *kl_save = NULL, *kl_base = NULL;
     rq_ppl_params p = {.protocol = RQ_PPL_LLAMACPP, .progress = true};
     int threads = 2;
-    rq_actq aq = {.a_bits = -1, .a_clip = -1, .kv_bits = -1};
+    rq_actq aq = {.a_bits = -1, .a_clip = -1, .kv_bits = -1, .keep_massive = -1};
     int abf16 = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-m")) model = cli_val("ppl", argc, argv, &i);
-        else if (!strcmp(a, "-f")) text = cli_val("ppl", argc, argv, &i);
-        else if (!strcmp(a, "-c")) p.n_ctx = cli_int("ppl", a, cli_val("ppl", argc, argv, &i), 4);
-        else if (!strcmp(a, "--chunks")) p.max_chunks = cli_int("ppl", a, cli_val("ppl", argc, argv, &i), 1);
-        else if (!strcmp(a, "-t")) threads = cli_int("ppl", a, cli_val("ppl", argc, argv, &i), 1);
-        else if (!strcmp(a, "--json")) json = "-";
-        else if (!strcmp(a, "--json-out")) json = cli_val("ppl", argc, argv, &i);
-        else if (!strcmp(a, "--quiet")) p.progress = false;
-        else if (!strcmp(a, "--kl-save")) kl_save = cli_val("ppl", argc, argv, &i);
-        else if (!strcmp(a, "--kl-base")) kl_base = cli_val("ppl", argc, argv, &i);
-        else if (!strcmp(a, "--abits")) aq.a_bits = cli_int("ppl", a, cli_val("ppl", argc, argv, &i), 0);
-        else if (!strcmp(a, "--kvbits")) aq.kv_bits = cli_int("ppl", a, cli_val("ppl", argc, argv, &i), 0);
-        else if (!strcmp(a, "--abf16")) abf16 = 1;
-        else if (!strcmp(a, "--aclip")) {
+        if (!strcmp(a, "-m"))
+            model = cli_val("ppl", argc, argv, &i);
+        else if (!strcmp(a, "-f"))
+            text = cli_val("ppl", argc, argv, &i);
+        else if (!strcmp(a, "-c"))
+            p.n_ctx = cli_int("ppl", a, cli_val("ppl", argc, argv, &i), 4);
+        else if (!strcmp(a, "--chunks"))
+            p.max_chunks = cli_int("ppl", a, cli_val("ppl", argc, argv, &i), 1);
+        else if (!strcmp(a, "-t"))
+            threads = cli_int("ppl", a, cli_val("ppl", argc, argv, &i), 1);
+        else if (!strcmp(a, "--json"))
+            json = "-";
+        else if (!strcmp(a, "--json-out"))
+            json = cli_val("ppl", argc, argv, &i);
+        else if (!strcmp(a, "--quiet"))
+            p.progress = false;
+        else if (!strcmp(a, "--kl-save"))
+            kl_save = cli_val("ppl", argc, argv, &i);
+        else if (!strcmp(a, "--kl-base"))
+            kl_base = cli_val("ppl", argc, argv, &i);
+        else if (!strcmp(a, "--abits"))
+            aq.a_bits = cli_int("ppl", a, cli_val("ppl", argc, argv, &i), 0);
+        else if (!strcmp(a, "--kvbits"))
+            aq.kv_bits = cli_int("ppl", a, cli_val("ppl", argc, argv, &i), 0);
+        else if (!strcmp(a, "--abf16"))
+            abf16 = 1;
+        else if (!strcmp(a, "--keep-massive")) {
+            const char *v = cli_val("ppl", argc, argv, &i);
+            char *end;
+            aq.keep_massive = strtof(v, &end);
+            if (*end || end == v || !(aq.keep_massive >= 0))
+                return cli_die("ppl", "--keep-massive needs a ratio >= 0 (0 = off)");
+        } else if (!strcmp(a, "--aclip")) {
             const char *v = cli_val("ppl", argc, argv, &i);
             char *end;
             aq.a_clip = strtof(v, &end);
             if (*end || end == v) return cli_die("ppl", "--aclip needs a number in (0, 1]");
-        }
-        else if (!strcmp(a, "--protocol")) {
+        } else if (!strcmp(a, "--protocol")) {
             const char *v = cli_val("ppl", argc, argv, &i);
-            if (!strcmp(v, "llamacpp")) p.protocol = RQ_PPL_LLAMACPP;
-            else if (!strcmp(v, "gptq")) p.protocol = RQ_PPL_GPTQ;
+            if (!strcmp(v, "llamacpp"))
+                p.protocol = RQ_PPL_LLAMACPP;
+            else if (!strcmp(v, "gptq"))
+                p.protocol = RQ_PPL_GPTQ;
             else {
                 fprintf(stderr, "repliq ppl: unknown protocol '%s' (llamacpp or gptq)\n", v);
                 return 2;
@@ -52,12 +72,14 @@ int cmd_ppl(int argc, char **argv) {
             return 2;
         }
     }
-    if (!model || !text) return cli_die("ppl", "usage: repliq ppl -m MODEL -f TEXT [-c CTX] [--protocol llamacpp|gptq] "
-                                                "[--chunks N] [--json] [-t N] [--kl-save FILE | --kl-base FILE] "
-                                                "[--abits 0|2..8|16] [--aclip R] [--abf16] [--kvbits 0|2..8|16]");
+    if (!model || !text)
+        return cli_die("ppl", "usage: repliq ppl -m MODEL -f TEXT [-c CTX] [--protocol llamacpp|gptq] "
+                              "[--chunks N] [--json] [-t N] [--kl-save FILE | --kl-base FILE] "
+                              "[--abits 0|2..8|16] [--aclip R] [--abf16] [--kvbits 0|2..8|16] "
+                              "[--keep-massive RATIO]");
     if (kl_save && kl_base) return cli_die("ppl", "give either --kl-save or --kl-base, not both");
     rq_actq given = {aq.a_bits >= 0 ? aq.a_bits : 0, aq.a_clip >= 0 ? aq.a_clip : 1.0f, false,
-                     aq.kv_bits >= 0 ? aq.kv_bits : 0};
+                     aq.kv_bits >= 0 ? aq.kv_bits : 0, aq.keep_massive >= 0 ? aq.keep_massive : 0.0f};
     if (rq_actq_check(&given)) return cli_die("ppl", rq_error());
     char mpath[4096], tpath[4096];
     if (rq_resolve_model(model, mpath, sizeof mpath) || rq_resolve_data(text, tpath, sizeof tpath))
@@ -77,6 +99,7 @@ int cmd_ppl(int argc, char **argv) {
     if (aq.a_clip >= 0) m->actq.a_clip = aq.a_clip;
     if (aq.kv_bits >= 0) m->actq.kv_bits = aq.kv_bits;
     if (abf16 >= 0) m->actq.a_bf16 = true;
+    if (aq.keep_massive >= 0) m->actq.keep_massive = aq.keep_massive;
     if (rq_actq_check(&m->actq)) {
         free(buf);
         rq_model_free(m);
@@ -144,6 +167,7 @@ int cmd_ppl(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "act_bits", m->actq.a_bits);
         cJSON_AddNumberToObject(o, "act_clip", m->actq.a_clip);
         cJSON_AddNumberToObject(o, "kv_bits", m->actq.kv_bits);
+        cJSON_AddNumberToObject(o, "act_keep_massive", m->actq.keep_massive);
         cJSON_AddNumberToObject(o, "seconds", r.seconds);
         cJSON_AddNumberToObject(o, "tokens_per_second", r.tokens_per_s);
         cJSON_AddNumberToObject(o, "peak_rss", (double)rq_peak_rss());
@@ -157,7 +181,8 @@ int cmd_ppl(int argc, char **argv) {
         }
         char *s = cJSON_PrintUnformatted(o);
         FILE *f = strcmp(json, "-") ? fopen(json, "w") : stdout;
-        if (!f) rc = cli_die("ppl", "cannot write the --json-out file");
+        if (!f)
+            rc = cli_die("ppl", "cannot write the --json-out file");
         else {
             fprintf(f, "%s\n", s);
             if (f != stdout) fclose(f);
