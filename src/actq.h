@@ -14,7 +14,8 @@ typedef struct {
     /* Ablation "massive activations kept in 16-bit": > 0 leaves the tokens whose
      * residual stream at a block's input has an RMS above keep_massive x the
      * window's median token RMS at f16 in that block's linear inputs (the RMS,
-     * unlike a channel, survives rotation). 0 = off. */
+     * unlike a channel, survives rotation). 0 = off. Set by ppl --keep-massive
+     * only: neither recipes nor files carry it. */
     float keep_massive;
 } rq_actq;
 

@@ -99,7 +99,7 @@ int rq_dfrot_step(const float *X, const float *w, int64_t rows, int64_t n, const
     free(y);
     free(b);
     *obj_before = procrustes_obj(xx, bb, M, R, n);
-    /* M = U S V^T (row-major passed as column-major: the SVD of M^T = V S U^T) */
+    /* M = U S V^T (row-major LAPACK layout) */
     float *U = rq_malloc((size_t)(n * n) * sizeof *U), *VT = rq_malloc((size_t)(n * n) * sizeof *VT);
     float *S = rq_malloc((size_t)n * sizeof *S), *sup = rq_malloc((size_t)n * sizeof *sup);
     float *A = rq_malloc((size_t)(n * n) * sizeof *A);
@@ -126,9 +126,10 @@ int rq_dfrot_step(const float *X, const float *w, int64_t rows, int64_t n, const
 
 int rq_dfrot_fit(const float *X, const float *w, int64_t rows, int64_t n, const rq_dfrot_opts *o, float *R_out,
                  rq_dfrot_report *rep) {
-    if (o->iters < 0 || !(o->gamma >= 0) || o->a_bits < 2 || o->a_bits > 16)
-        return rq_fail("dfrot: iters %d, gamma %g, a_bits %d: need iters >= 0, gamma >= 0, 2 <= a_bits <= 16", o->iters,
-                       o->gamma, o->a_bits);
+    if (o->iters < 0 || !(o->gamma >= 0) || o->a_bits < 2 || o->a_bits > 16 || !(o->a_clip > 0 && o->a_clip <= 1))
+        return rq_fail("dfrot: iters %d, gamma %g, a_bits %d, a_clip %g: need iters >= 0, gamma >= 0, "
+                       "2 <= a_bits <= 16, 0 < a_clip <= 1",
+                       o->iters, o->gamma, o->a_bits, o->a_clip);
     double t0 = rq_time();
     float *R = rq_calloc((size_t)(n * n), sizeof *R), *Rn = rq_malloc((size_t)(n * n) * sizeof *Rn);
     for (int64_t i = 0; i < n; i++)

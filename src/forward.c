@@ -237,7 +237,7 @@ static int cmp_f(const void *a, const void *b) {
 static void flag_massive(rq_fwd *f, const float *x, int n, int E) {
     f->any_massive = false;
     float keep = f->actq.keep_massive;
-    if (!(keep > 0.0f) || f->actq.a_bits == 0 || f->actq.a_bits == 16) return;
+    if (!(keep > 0.0f) || f->actq.a_bits == 0 || f->actq.a_bits == 16 || n < 1) return;
     float *rms = rq_malloc((size_t)n * sizeof *rms), *srt = rq_malloc((size_t)n * sizeof *srt);
     for (int t = 0; t < n; t++) {
         double s = 0;

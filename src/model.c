@@ -227,8 +227,7 @@ static int load_actq(const rq_gguf *g, rq_actq *a) {
     if (rq_gguf_get_float(g, "repliq.act.clip", &d) == 0) a->a_clip = (float)d;
     if (rq_gguf_get_bool(g, "repliq.act.bf16", &b) == 0) a->a_bf16 = b;
     if (rq_gguf_get_int(g, "repliq.kv.bits", &v) == 0) a->kv_bits = (int)v;
-    a->keep_massive = 0.0f;
-    if (rq_gguf_get_float(g, "repliq.act.keep_massive", &d) == 0) a->keep_massive = (float)d;
+    a->keep_massive = 0.0f; /* an evaluation ablation: set by ppl --keep-massive only */
     if (rq_actq_check(a)) return rq_fail_ctx("%s: metadata repliq.act / repliq.kv", g->path);
     return 0;
 }
@@ -263,7 +262,10 @@ int rq_online_from_gguf(const rq_gguf *g, rq_online_rot *on) {
     on->seed = 0;
     int64_t v;
     if (rot_kind(g, "repliq.rot.r3", &on->r3) || rot_kind(g, "repliq.rot.r4", &on->r4)) return -1;
-    if (rq_gguf_get_int(g, "repliq.rot.seed", &v) == 0) on->seed = (uint64_t)v;
+    int rc = rq_gguf_get_int(g, "repliq.rot.seed", &v);
+    if (rc < 0 || (rc == 0 && v < 0))
+        return rq_fail_ctx("%s: metadata repliq.rot.seed must be an integer in [0, 2^63)", g->path);
+    if (rc == 0) on->seed = (uint64_t)v;
     return 0;
 }
 

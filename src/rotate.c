@@ -8,9 +8,11 @@
 #include "rotate.h"
 
 #include <cblas.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ggml_types.h"
 #include "gguf.h"
@@ -82,6 +84,8 @@ static int add(out_file *o, const char *name, int n_dims, const int64_t *ne, con
 static const char *kind_name(int k) { return k == RQ_ROT_NONE ? "none" : rq_orth_kind_name((rq_orth_kind)k); }
 
 static int check_opts(const rq_rot_opts *o) {
+    if (o->seed > (uint64_t)INT64_MAX) /* stored as an integer every GGUF reader takes back */
+        return rq_fail("rotate: seed %llu is too large; use 0 .. 2^63-1", (unsigned long long)o->seed);
     const int *k[4] = {&o->r1, &o->r2, &o->r3, &o->r4};
     for (int i = 0; i < 4; i++)
         if (*k[i] != RQ_ROT_NONE && (*k[i] < RQ_ORTH_HADAMARD || *k[i] > RQ_ORTH_RO))
@@ -100,6 +104,11 @@ static int blk_of(const char *name, const char **rest) {
 int rq_rotate_file(const char *in, const char *out, const rq_rot_opts *o, bool verbose) {
     if (check_opts(o)) return -1;
     rq_gguf *g;
+    struct stat st;
+    if (stat(in, &st) == 0 && S_ISDIR(st.st_mode))
+        return rq_fail("rotate: %s is a folder; rotation reads GGUF files only (Hugging Face folders are not supported "
+                       "here yet)",
+                       in);
     if (rq_gguf_open(in, &g)) return -1;
     rq_config c;
     int rc = -1;

@@ -203,7 +203,7 @@ void rq_progress(const char *what, int64_t done, int64_t total, double t_start) 
 
 static int par_threads = 0; /* 0: not set, use the CPU count */
 
-void rq_set_par_threads(int n) { par_threads = n > 0 ? n : 1; }
+void rq_set_par_threads(int n) { par_threads = n < 1 ? 1 : n > 64 ? 64 : n; /* rq_parallel_for's slots */ }
 
 int rq_par_threads(void) {
     if (par_threads > 0) return par_threads;

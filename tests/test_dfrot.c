@@ -8,6 +8,7 @@
 
 #include "dfrot.h"
 #include "forward.h"
+#include "gguf.h"
 #include "grid.h"
 #include "hadamard.h"
 #include "model.h"
@@ -138,7 +139,13 @@ static void test_smollm2_same_function(void) {
            rep.loss_start, rep.loss_best);
     CHECK(rep.rows == 30 * 2 * 256);
     CHECK(rep.massive_rows > 0); /* SmolLM2's first token carries channel 507's massive activation */
-    CHECK(rep.loss_best <= rep.loss_start);
+    CHECK(rep.best_iter > 0 && rep.loss_best < rep.loss_start); /* R != I, so R1 = H R is not plain H */
+    rq_gguf *g = NULL;
+    REQUIRE(rq_gguf_open(out, &g) == 0);
+    rq_str s1, info;
+    CHECK(rq_gguf_get_str(g, "repliq.rot.r1", &s1) == 0 && rq_str_eq(s1, "dfrot"));
+    CHECK(rq_gguf_get_str(g, "repliq.rot.info", &info) == 0 && info.len > 20);
+    rq_gguf_close(g);
     rq_model *a = NULL, *b = NULL;
     REQUIRE(rq_model_load(mp, &a) == 0);
     REQUIRE(rq_model_load(out, &b) == 0);

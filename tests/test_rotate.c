@@ -168,6 +168,11 @@ static void test_refusals(void) {
     CHECK(rq_rotate_file(path_a, path_b, &bad, false) != 0 && strstr(rq_error(), "R1"));
     CHECK(access(path_b, F_OK) != 0); /* nothing written */
     CHECK(rq_rotate_file("/nonexistent/model.gguf", path_b, &o, false) != 0);
+    /* seeds are stored as GGUF integers: one past 2^63-1 would not read back */
+    rq_rot_opts big = {RQ_ORTH_RH, RQ_ROT_NONE, RQ_ROT_NONE, RQ_ORTH_RH, (uint64_t)INT64_MAX + 1, NULL, NULL, NULL};
+    CHECK(rq_rotate_file(path_a, path_b, &big, false) != 0 && strstr(rq_error(), "seed"));
+    CHECK(access(path_b, F_OK) != 0);
+    CHECK(rq_rotate_file("/tmp", path_b, &o, false) != 0 && strstr(rq_error(), "folder"));
     unlink(path_a);
 }
 

@@ -1,4 +1,5 @@
 /* cmd_rotate.c - repliq rotate: QuaRot-style rotation folded into the weights. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,14 +11,35 @@
 #include "rotate.h"
 #include "util.h"
 
-static int kind_arg(const char *opt, const char *v) {
+static int kind_arg(const char *cmd, const char *opt, const char *v) {
     if (!strcmp(v, "none")) return RQ_ROT_NONE;
     int k = rq_orth_kind_parse(v);
     if (k < 0) {
-        fprintf(stderr, "repliq rotate: %s '%s': expected hadamard, rh, ro or none\n", opt, v);
+        fprintf(stderr, "repliq %s: %s '%s': expected hadamard, rh, ro or none\n", cmd, opt, v);
         exit(2);
     }
     return k;
+}
+
+/* A seed in 0 .. 2^63-1 (it is stored as a GGUF integer). */
+static uint64_t seed_arg(const char *cmd, const char *v) {
+    char *end;
+    unsigned long long s = strtoull(v, &end, 10);
+    if (!*v || *end || v[0] == '-' || s > (unsigned long long)INT64_MAX) {
+        fprintf(stderr, "repliq %s: --seed '%s': expected an integer in 0 .. 2^63-1\n", cmd, v);
+        exit(2);
+    }
+    return s;
+}
+
+static float float_arg(const char *cmd, const char *opt, const char *v, float lo, float hi) {
+    char *end;
+    float x = strtof(v, &end);
+    if (!*v || *end || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "repliq %s: %s '%s': expected a number in [%g, %g]\n", cmd, opt, v, lo, hi);
+        exit(2);
+    }
+    return x;
 }
 
 int cmd_rotate(int argc, char **argv) {
@@ -31,17 +53,17 @@ int cmd_rotate(int argc, char **argv) {
         else if (!strcmp(a, "-o"))
             out = cli_val("rotate", argc, argv, &i);
         else if (!strcmp(a, "--r1"))
-            o.r1 = kind_arg(a, cli_val("rotate", argc, argv, &i));
+            o.r1 = kind_arg("rotate", a, cli_val("rotate", argc, argv, &i));
         else if (!strcmp(a, "--r2"))
-            o.r2 = kind_arg(a, cli_val("rotate", argc, argv, &i));
+            o.r2 = kind_arg("rotate", a, cli_val("rotate", argc, argv, &i));
         else if (!strcmp(a, "--r3"))
-            o.r3 = kind_arg(a, cli_val("rotate", argc, argv, &i));
+            o.r3 = kind_arg("rotate", a, cli_val("rotate", argc, argv, &i));
         else if (!strcmp(a, "--r4"))
-            o.r4 = kind_arg(a, cli_val("rotate", argc, argv, &i));
+            o.r4 = kind_arg("rotate", a, cli_val("rotate", argc, argv, &i));
         else if (!strcmp(a, "--online"))
             o.r3 = o.r4 = RQ_ORTH_HADAMARD;
         else if (!strcmp(a, "--seed"))
-            o.seed = strtoull(cli_val("rotate", argc, argv, &i), NULL, 10);
+            o.seed = seed_arg("rotate", cli_val("rotate", argc, argv, &i));
         else if (!strcmp(a, "-t"))
             threads = cli_int("rotate", a, cli_val("rotate", argc, argv, &i), 1);
         else if (!strcmp(a, "--quiet"))
@@ -83,25 +105,25 @@ int cmd_dfrot(int argc, char **argv) {
         else if (!strcmp(a, "-f"))
             calib = cli_val("dfrot", argc, argv, &i);
         else if (!strcmp(a, "--gamma"))
-            o.gamma = (float)atof(cli_val("dfrot", argc, argv, &i));
+            o.gamma = float_arg("dfrot", a, cli_val("dfrot", argc, argv, &i), 0.0f, 1e6f);
         else if (!strcmp(a, "--iters"))
             o.iters = cli_int("dfrot", a, cli_val("dfrot", argc, argv, &i), 0);
         else if (!strcmp(a, "--abits"))
             o.a_bits = cli_int("dfrot", a, cli_val("dfrot", argc, argv, &i), 2);
         else if (!strcmp(a, "--aclip"))
-            o.a_clip = (float)atof(cli_val("dfrot", argc, argv, &i));
+            o.a_clip = float_arg("dfrot", a, cli_val("dfrot", argc, argv, &i), 1e-3f, 1.0f);
         else if (!strcmp(a, "-L"))
             o.calib_len = cli_int("dfrot", a, cli_val("dfrot", argc, argv, &i), 16);
         else if (!strcmp(a, "--r2"))
-            r2 = kind_arg(a, cli_val("dfrot", argc, argv, &i));
+            r2 = kind_arg("dfrot", a, cli_val("dfrot", argc, argv, &i));
         else if (!strcmp(a, "--r3"))
-            r3 = kind_arg(a, cli_val("dfrot", argc, argv, &i));
+            r3 = kind_arg("dfrot", a, cli_val("dfrot", argc, argv, &i));
         else if (!strcmp(a, "--r4"))
-            r4 = kind_arg(a, cli_val("dfrot", argc, argv, &i));
+            r4 = kind_arg("dfrot", a, cli_val("dfrot", argc, argv, &i));
         else if (!strcmp(a, "--online"))
             r3 = r4 = RQ_ORTH_HADAMARD;
         else if (!strcmp(a, "--seed"))
-            o.seed = strtoull(cli_val("dfrot", argc, argv, &i), NULL, 10);
+            o.seed = seed_arg("dfrot", cli_val("dfrot", argc, argv, &i));
         else if (!strcmp(a, "-t"))
             threads = cli_int("dfrot", a, cli_val("dfrot", argc, argv, &i), 1);
         else if (!strcmp(a, "--quiet"))
