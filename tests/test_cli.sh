@@ -28,6 +28,13 @@ printf '{"repliq_recipe": 1, "bits": 0}' >"$tmp/bits0.json"
 expect test_cli_recipe_bits0 "'bits' = 0" "$bin" quantize -m x --recipe "$tmp/bits0.json" -o "$tmp/o.gguf"
 expect test_cli_quantize_usage "usage" "$bin" quantize -m x
 expect test_cli_ppl_bad_aclip "act clip" "$bin" ppl -m x -f y --abits 8 --aclip 2
+expect test_cli_rotate_usage "usage: repliq rotate" "$bin" rotate -m x
+expect test_cli_rotate_bad_kind "expected hadamard, rh, ro or none" "$bin" rotate -m x -o y --r1 foo
+expect test_cli_rotate_bad_seed "expected an integer" "$bin" rotate -m x -o y --seed -1
+expect test_cli_dfrot_usage "usage: repliq dfrot" "$bin" dfrot -m x
+expect test_cli_dfrot_bad_aclip "aclip" "$bin" dfrot -m x -o y --aclip 0
+expect test_cli_inspect_usage "inspect" "$bin" inspect
+expect test_cli_ppl_bad_keep_massive "keep-massive" "$bin" ppl -m x -f y --keep-massive -3
 model=${REPLIQ_CACHE:-$HOME/.cache/repliq}/smollm2-135m.gguf
 if [ -f "$model" ]; then
     : >"$tmp/empty.txt"

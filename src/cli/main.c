@@ -39,7 +39,7 @@ int main(int argc, char **argv) {
     } cmds[] = {
         {"pull", cmd_pull},   {"list", cmd_list},         {"info", cmd_info},       {"tokenize", cmd_tokenize},
         {"bpw", cmd_bpw},     {"ppl", cmd_ppl},           {"convert", cmd_convert}, {"reference", cmd_reference},
-        {"calib", cmd_calib}, {"quantize", cmd_quantize}, {"rotate", cmd_rotate},   {"inspect", cmd_inspect}};
+        {"calib", cmd_calib}, {"quantize", cmd_quantize}, {"rotate", cmd_rotate}, {"dfrot", cmd_dfrot}, {"inspect", cmd_inspect}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "repliq: unknown command '%s'\n", argv[1]);
