@@ -4,6 +4,7 @@
 # calls one better only beyond two standard errors.
 #   scripts/compare.sh A.gguf B.gguf [CHUNKS] [PROTOCOL]
 # CHUNKS: chunks (llamacpp, ctx 512) or windows (gptq, ctx 2048); default 40.
+# FLAGS: extra ppl flags for both runs, e.g. FLAGS="--abits 4 --kvbits 4".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${REPLIQ_DATA:?set REPLIQ_DATA to the data folder}"
@@ -11,6 +12,6 @@ cd "$(dirname "$0")/.."
 a=$1 b=$2 chunks=${3:-40} proto=${4:-llamacpp}
 R=${REPLIQ_BIN:-build/repliq}
 base=$(mktemp --suffix=.klbase); trap 'rm -f "$base"' EXIT
-$R ppl -m "$a" -f wiki.test.raw --protocol "$proto" --chunks "$chunks" -t "${THREADS:-2}" --quiet --kl-save "$base" | grep PPL | sed "s|^|A $(basename "$a"): |"
-$R ppl -m "$b" -f wiki.test.raw --protocol "$proto" --chunks "$chunks" -t "${THREADS:-2}" --quiet --kl-base "$base" |
+$R ppl -m "$a" -f wiki.test.raw --protocol "$proto" --chunks "$chunks" -t "${THREADS:-2}" --quiet ${FLAGS:-} --kl-save "$base" | grep PPL | sed "s|^|A $(basename "$a"): |"
+$R ppl -m "$b" -f wiki.test.raw --protocol "$proto" --chunks "$chunks" -t "${THREADS:-2}" --quiet ${FLAGS:-} --kl-base "$base" |
     grep -E "PPL|KL|verdict" | sed "s|^|B $(basename "$b"): |"
