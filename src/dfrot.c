@@ -72,17 +72,16 @@ static double procrustes_obj(double xx, double bb, const float *M, const float *
 }
 
 int rq_dfrot_step(const float *X, const float *w, int64_t rows, int64_t n, const float *R, int a_bits, float a_clip,
-                  float *R_new, double *obj_before, double *obj_after) {
+                  float *R_new, double *obj_before, double *obj_after, double *loss) {
     float *y = rq_malloc((size_t)(PANEL * n) * sizeof *y), *b = rq_malloc((size_t)(PANEL * n) * sizeof *b);
     float *M = rq_calloc((size_t)(n * n), sizeof *M);
-    double xx = 0, bb = 0;
+    double xx = 0, bb = 0, ls = 0;
     for (int64_t r0 = 0; r0 < rows; r0 += PANEL) {
         int64_t m = rows - r0 < PANEL ? rows - r0 : PANEL;
         const float *xp = X + r0 * n;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)n, 1.0f, xp, (int)n, R, (int)n,
                     0.0f, y, (int)n);
-        memcpy(b, y, (size_t)(m * n) * sizeof *b);
-        rq_actq_tokens(b, (int)m, (int)n, a_bits, a_clip, false);
+        ls += panel_loss(y, b, w ? w + r0 : NULL, m, n, a_bits, a_clip); /* leaves B = Q(X R) in b */
         for (int64_t i = 0; i < m; i++) {
             double wi = w ? w[r0 + i] : 1.0, sx = 0, sb = 0;
             for (int64_t j = 0; j < n; j++) {
@@ -98,6 +97,7 @@ int rq_dfrot_step(const float *X, const float *w, int64_t rows, int64_t n, const
     }
     free(y);
     free(b);
+    if (loss) *loss = ls; /* the same sums, in the same order, as rq_dfrot_loss at R */
     *obj_before = procrustes_obj(xx, bb, M, R, n);
     /* M = U S V^T (row-major LAPACK layout) */
     float *U = rq_malloc((size_t)(n * n) * sizeof *U), *VT = rq_malloc((size_t)(n * n) * sizeof *VT);
@@ -134,29 +134,33 @@ int rq_dfrot_fit(const float *X, const float *w, int64_t rows, int64_t n, const 
     float *R = rq_calloc((size_t)(n * n), sizeof *R), *Rn = rq_malloc((size_t)(n * n) * sizeof *Rn);
     for (int64_t i = 0; i < n; i++)
         R[i * n + i] = 1.0f;
-    memcpy(R_out, R, (size_t)(n * n) * sizeof *R);
-    double best = rq_dfrot_loss(X, w, rows, n, R, o->a_bits, o->a_clip);
-    rep->loss_start = best;
-    rep->best_iter = 0;
-    for (int it = 1; it <= o->iters; it++) {
-        double before, after;
-        if (rq_dfrot_step(X, w, rows, n, R, o->a_bits, o->a_clip, Rn, &before, &after)) {
+    /* iterate it's loss comes out of the step that starts from it, so X R is
+     * computed once per iteration; only the last iterate needs its own pass */
+    double best = 0;
+    for (int it = 0;; it++) {
+        bool last = it == o->iters;
+        double loss, before = 0, after = 0;
+        if (last)
+            loss = rq_dfrot_loss(X, w, rows, n, R, o->a_bits, o->a_clip);
+        else if (rq_dfrot_step(X, w, rows, n, R, o->a_bits, o->a_clip, Rn, &before, &after, &loss)) {
             free(R);
             free(Rn);
             return -1;
         }
-        float *t = R;
-        R = Rn;
-        Rn = t;
-        double loss = rq_dfrot_loss(X, w, rows, n, R, o->a_bits, o->a_clip);
-        if (loss < best) {
+        if (it == 0 || loss < best) {
             best = loss;
             rep->best_iter = it;
             memcpy(R_out, R, (size_t)(n * n) * sizeof *R);
         }
-        if (o->verbose)
-            fprintf(stderr, "dfrot: iter %3d  loss %.6g (start %.6g, best %.6g at %d)  procrustes %.6g -> %.6g\n", it,
-                    loss, rep->loss_start, best, rep->best_iter, before, after);
+        if (it == 0) rep->loss_start = loss;
+        if (o->verbose && it > 0)
+            fprintf(stderr, "dfrot: iter %3d  loss %.6g (start %.6g, best %.6g at %d)\n", it, loss, rep->loss_start,
+                    best, rep->best_iter);
+        if (o->verbose && !last) fprintf(stderr, "dfrot: procrustes step %d: %.6g -> %.6g\n", it + 1, before, after);
+        if (last) break;
+        float *t = R;
+        R = Rn;
+        Rn = t;
     }
     rep->loss_best = best;
     rep->rows = rows;

@@ -41,9 +41,10 @@ double rq_dfrot_loss(const float *X, const float *w, int64_t rows, int64_t n, co
 /* One alternation from R: B = Q(X R), then R_new = argmin over orthogonal R' of
  * sum_i w_i |x_i R' - b_i|^2 = U V^T from the SVD of X^T diag(w) B. Returns the
  * Procrustes objective before (at R) and after (at R_new), both with this B:
- * after <= before up to rounding. */
+ * after <= before up to rounding. *loss (may be NULL) gets rq_dfrot_loss at R, a
+ * by-product of the same pass. */
 int rq_dfrot_step(const float *X, const float *w, int64_t rows, int64_t n, const float *R, int a_bits, float a_clip,
-                  float *R_new, double *obj_before, double *obj_after);
+                  float *R_new, double *obj_before, double *obj_after, double *loss);
 
 /* Alternate o->iters times from R = I; keep the R of lowest loss in R_out[n, n]. */
 int rq_dfrot_fit(const float *X, const float *w, int64_t rows, int64_t n, const rq_dfrot_opts *o, float *R_out,

@@ -60,7 +60,9 @@ static void test_step_never_raises(void) {
         int bits = seed % 2 ? 4 : 3;
         for (int it = 0; it < 3; it++) {
             double before, after;
-            REQUIRE(rq_dfrot_step(x, seed % 3 ? w : NULL, rows, n, R, bits, 1.0f, Rn, &before, &after) == 0);
+            double loss;
+            REQUIRE(rq_dfrot_step(x, seed % 3 ? w : NULL, rows, n, R, bits, 1.0f, Rn, &before, &after, &loss) == 0);
+            CHECK(loss == rq_dfrot_loss(x, seed % 3 ? w : NULL, rows, n, R, bits, 1.0f));
             CHECKF(after <= before * (1 + 1e-5) + 1e-6, "seed %llu it %d: %.9g -> %.9g", (unsigned long long)seed, it,
                    before, after);
             double oe = orth_err(Rn, n);
