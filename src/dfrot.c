@@ -190,11 +190,6 @@ static void hook_collect(void *ctx, int layer, rq_hook_point p, const float *x, 
     }
 }
 
-static int cmp_float(const void *a, const void *b) {
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
 /* Flag the tokens of x[n, E] whose largest |x| passes both thresholds, the
  * median taken over a strided sample of the window's |x|. Returns the count. */
 static int flag_massive(const float *x, int n, int E, float abs_thr, float ratio, uint8_t *flag) {
@@ -202,7 +197,7 @@ static int flag_massive(const float *x, int n, int E, float abs_thr, float ratio
     float *s = rq_malloc((size_t)(total / step + 1) * sizeof *s);
     for (int64_t i = 0; i < total; i += step)
         s[m++] = fabsf(x[i]);
-    qsort(s, (size_t)m, sizeof *s, cmp_float);
+    qsort(s, (size_t)m, sizeof *s, rq_cmp_float);
     float med = s[m / 2];
     free(s);
     int cnt = 0;

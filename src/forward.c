@@ -228,11 +228,6 @@ static void act_in(const rq_fwd *f, float *x, int n, int dim) {
         rq_actq_tokens(x + (size_t)t * dim, 1, dim, f->massive[t] ? 16 : a->a_bits, a->a_clip, a->a_bf16);
 }
 
-static int cmp_f(const void *a, const void *b) {
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
 /* Flag the tokens of the block input x[n, E] whose RMS exceeds keep x the median. */
 static void flag_massive(rq_fwd *f, const float *x, int n, int E) {
     f->any_massive = false;
@@ -245,7 +240,7 @@ static void flag_massive(rq_fwd *f, const float *x, int n, int E) {
             s += (double)x[(size_t)t * E + i] * x[(size_t)t * E + i];
         rms[t] = srt[t] = (float)sqrt(s / E);
     }
-    qsort(srt, (size_t)n, sizeof *srt, cmp_f);
+    qsort(srt, (size_t)n, sizeof *srt, rq_cmp_float);
     float thr = keep * srt[n / 2];
     for (int t = 0; t < n; t++) {
         f->massive[t] = rms[t] > thr;

@@ -135,6 +135,11 @@ int rq_read_file(const char *path, char **data, size_t *len) {
     return 0;
 }
 
+int rq_cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
 uint32_t rq_f32_bits(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);

@@ -40,7 +40,8 @@ void rq_unmap_file(const void *base, size_t size);
 int rq_read_file(const char *path, char **data, size_t *len);
 
 /* Exact conversions between binary16 / bfloat16 and binary32. */
-uint32_t rq_f32_bits(float f); /* the IEEE bits of f */
+int rq_cmp_float(const void *a, const void *b); /* qsort comparator, floats ascending */
+uint32_t rq_f32_bits(float f);                  /* the IEEE bits of f */
 float rq_f32_from_bits(uint32_t u);
 float rq_fp16_to_fp32(uint16_t h);
 uint16_t rq_fp32_to_fp16(float f); /* round to nearest even */
