@@ -11,11 +11,11 @@ for line in open(sys.argv[1]):
 
 
 def ppl(p):
-    return f'{p["ppl"]:.3f} ± {p["ppl_stderr"]:.3f}'
+    return f'{p["ppl"]:.3f} ± {p["ppl_stderr"]:.3f}' if p else "—"
 
 
 def dnll(p):
-    return f'{p["kl"]:.4f} / {p["dnll"]:+.4f} ± {p["dnll_stderr"]:.4f}'
+    return f'{p["kl"]:.4f} / {p["dnll"]:+.4f} ± {p["dnll_stderr"]:.4f}' if p else "—"
 
 
 print("| config | bpw (linear) | file MiB | PPL llamacpp ctx512 | PPL gptq ctx2048 | KL / ΔNLL ± se (llamacpp) | "
@@ -26,6 +26,7 @@ for label, r in rows.items():
     print(f'| {label} | {q["linear"]["bpw"]:.4f} | {q["file_bytes"] / 2**20:.1f} | {ppl(l)} | {ppl(g)} | {dnll(l)} | '
           f'{dnll(g)} | {q["calib_tokens"]} | {q["seconds"]:.0f} | {q["peak_rss"] / 2**20:.0f} |')
 first = next(iter(rows.values()))
+g = next((r["gptq"] for r in rows.values() if r["gptq"]), None)
 print(f'\nllamacpp protocol: {first["llamacpp"]["chunks"]} chunks, {first["llamacpp"]["tokens"]} scored tokens; '
-      f'gptq protocol: {first["gptq"]["chunks"]} windows, {first["gptq"]["tokens"]} scored tokens; '
-      f'machine: {first["machine"]}.')
+      + (f'gptq protocol: {g["chunks"]} windows, {g["tokens"]} scored tokens; ' if g else '')
+      + f'machine: {first["machine"]}.')

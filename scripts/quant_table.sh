@@ -12,7 +12,9 @@
 # median at f16, the "massive activations kept in 16-bit" ablation). CALIB_N=4 uses 4 calibration
 # windows instead of the recipe's. MODEL_FILE=F quantizes F (e.g. a rotated copy of
 # MODEL, see scripts/rot_table.sh) under the name MODEL_TAG, still measured against
-# MODEL's reference.
+# MODEL's reference. Each quantized tensor's error and bits go to
+# <out>/<recipe>.tensors.jsonl (repliq quantize --tensor-log), each token's NLL
+# (llamacpp protocol) to <out>/<label>.l<CHUNKS>.nll for scripts/paired_nll.py. LLAMACPP_ONLY=1 skips the gptq protocol (its column stays empty).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${REPLIQ_DATA:?set REPLIQ_DATA to the data folder}"
@@ -35,7 +37,7 @@ src=${MODEL_FILE:-$ref}
 copt() { [ "$1" = all ] && echo "" || echo "--chunks $1"; }
 base_l=$refdir/ref.l$chunks.klbase base_g=$refdir/ref.g$windows.klbase
 [ -f "$base_l" ] || $R ppl -m "$ref" -f wiki.test.raw $(copt "$chunks") -t "$threads" --quiet --kl-save "$base_l" >/dev/null
-[ -f "$base_g" ] || $R ppl -m "$ref" -f wiki.test.raw --protocol gptq $(copt "$windows") -t "$threads" --quiet --kl-save "$base_g" >/dev/null
+[ -n "${LLAMACPP_ONLY:-}" ] || [ -f "$base_g" ] || $R ppl -m "$ref" -f wiki.test.raw --protocol gptq $(copt "$windows") -t "$threads" --quiet --kl-save "$base_g" >/dev/null
 for spec in "$@"; do
     recipe=${spec%@*} act=""
     [ "$spec" != "$recipe" ] && act=${spec#*@}
@@ -43,7 +45,8 @@ for spec in "$@"; do
     file=$out/$name$tag.gguf qjson=$out/$name$tag.quant.json
     if [ ! -f "$file" ] || [ ! -f "$qjson" ] || [ "$recipe" -nt "$file" ]; then
         echo "quant_table: quantizing $model with $recipe" >&2
-        $R quantize -m "$src" --recipe "$recipe" -o "$file" -t "$threads" $nopt --quiet --json | tail -1 >"$qjson.tmp"
+        $R quantize -m "$src" --recipe "$recipe" -o "$file" -t "$threads" $nopt --quiet --json \
+            --tensor-log "$out/$name$tag.tensors.jsonl" | tail -1 >"$qjson.tmp"
         mv "$qjson.tmp" "$qjson"
     fi
     flags=""
@@ -56,8 +59,10 @@ for spec in "$@"; do
     esac
     label=$name$tag${act:+@$act}
     echo "quant_table: evaluating $label" >&2
-    pl=$($R ppl -m "$file" -f wiki.test.raw $(copt "$chunks") -t "$threads" --quiet --kl-base "$base_l" $flags --json | tail -1)
-    pg=$($R ppl -m "$file" -f wiki.test.raw --protocol gptq $(copt "$windows") -t "$threads" --quiet --kl-base "$base_g" $flags --json | tail -1)
+    pl=$($R ppl -m "$file" -f wiki.test.raw $(copt "$chunks") -t "$threads" --quiet --kl-base "$base_l" $flags --json \
+        --nll-save "$out/$label.l$chunks.nll" | tail -1)
+    pg=null
+    [ -n "${LLAMACPP_ONLY:-}" ] || pg=$($R ppl -m "$file" -f wiki.test.raw --protocol gptq $(copt "$windows") -t "$threads" --quiet --kl-base "$base_g" $flags --json | tail -1)
     python3 - "$label" "$recipe" "$qjson" "$pl" "$pg" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >>"$res" <<'PY'
 import json, sys
 label, recipe, qjson, pl, pg, ncpu, cpu = sys.argv[1:]

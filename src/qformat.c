@@ -5,6 +5,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "le.h"
+#include "replica.h"
 #include "util.h"
 
 static const char magic[4] = {'R', 'Q', 'T', '1'};
@@ -134,47 +136,20 @@ static int check_header(const header *h, size_t n, layout *L) {
     return 0;
 }
 
-/* Little-endian fields, byte by byte, so the layout does not depend on the host. */
-static void put_u16(uint8_t *p, uint16_t v) {
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-static void put_u32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> 8 * i);
-}
-static void put_u64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> 8 * i);
-}
-static uint16_t get_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t get_u32(const uint8_t *p) {
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v |= (uint32_t)p[i] << 8 * i;
-    return v;
-}
-static uint64_t get_u64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << 8 * i;
-    return v;
-}
-
 static void write_header(const header *h, uint8_t *p) {
     uint32_t off;
     memcpy(&off, &h->offset, 4);
     memcpy(p, magic, 4);
-    put_u16(p + 4, (uint16_t)h->id);
-    put_u16(p + 6, (uint16_t)h->version);
-    put_u64(p + 8, (uint64_t)h->rows);
-    put_u64(p + 16, (uint64_t)h->cols);
-    put_u64(p + 24, (uint64_t)h->group);
+    rq_put_u16(p + 4, (uint16_t)h->id);
+    rq_put_u16(p + 6, (uint16_t)h->version);
+    rq_put_u64(p + 8, (uint64_t)h->rows);
+    rq_put_u64(p + 16, (uint64_t)h->cols);
+    rq_put_u64(p + 24, (uint64_t)h->group);
     p[32] = (uint8_t)h->bits;
     p[33] = (uint8_t)h->flags;
-    put_u16(p + 34, 0);
-    put_u32(p + 36, off);
-    put_u64(p + 40, (uint64_t)h->n_sal);
+    rq_put_u16(p + 34, 0);
+    rq_put_u32(p + 36, off);
+    rq_put_u64(p + 40, (uint64_t)h->n_sal);
 }
 
 /* Read and check a blob's header and its size. */
@@ -185,20 +160,20 @@ static int read_header(const uint8_t *p, size_t n, header *h, layout *L) {
         return rq_fail("packed tensor: bad magic %02x %02x %02x %02x (expected \"RQT1\"); not a repliq packed tensor, "
                        "or damaged",
                        p[0], p[1], p[2], p[3]);
-    uint32_t off = get_u32(p + 36);
-    h->id = get_u16(p + 4);
-    h->version = get_u16(p + 6);
-    h->rows = (int64_t)get_u64(p + 8);
-    h->cols = (int64_t)get_u64(p + 16);
-    h->group = (int64_t)get_u64(p + 24);
+    uint32_t off = rq_get_u32(p + 36);
+    h->id = rq_get_u16(p + 4);
+    h->version = rq_get_u16(p + 6);
+    h->rows = (int64_t)rq_get_u64(p + 8);
+    h->cols = (int64_t)rq_get_u64(p + 16);
+    h->group = (int64_t)rq_get_u64(p + 24);
     h->bits = p[32];
     h->flags = p[33];
     memcpy(&h->offset, &off, 4);
-    h->n_sal = (int64_t)get_u64(p + 40);
+    h->n_sal = (int64_t)rq_get_u64(p + 40);
     if (check_header(h, n, L)) return -1;
-    if (get_u16(p + 34) != 0)
+    if (rq_get_u16(p + 34) != 0)
         return rq_fail("packed tensor %s: reserved header field is %u, not 0; written by a newer repliq?",
-                       fmt_name(h->id), get_u16(p + 34));
+                       fmt_name(h->id), rq_get_u16(p + 34));
     return 0;
 }
 
@@ -282,7 +257,7 @@ static int check_payload(const rq_qtensor *t, const char *name) {
 }
 
 /* n codes of `bits` bits, LSB first, into a zeroed row. */
-static void pack_row(const uint8_t *q, int64_t n, int bits, uint8_t *dst) {
+void rq_pack_codes(const uint8_t *q, int64_t n, int bits, uint8_t *dst) {
     for (int64_t i = 0; i < n; i++) {
         uint64_t pos = (uint64_t)i * (uint64_t)bits;
         unsigned sh = pos & 7, v = (unsigned)q[i] << sh;
@@ -292,7 +267,7 @@ static void pack_row(const uint8_t *q, int64_t n, int bits, uint8_t *dst) {
 }
 
 /* The inverse of pack_row; -1 when the padding bits after the last code are not zero. */
-static int unpack_row(const uint8_t *src, int64_t n, int bits, uint64_t row_bytes, uint8_t *q) {
+int rq_unpack_codes(const uint8_t *src, int64_t n, int bits, uint64_t row_bytes, uint8_t *q) {
     unsigned mask = (1u << bits) - 1;
     for (int64_t i = 0; i < n; i++) {
         uint64_t pos = (uint64_t)i * (uint64_t)bits;
@@ -306,11 +281,11 @@ static int unpack_row(const uint8_t *src, int64_t n, int bits, uint64_t row_byte
 
 static void put_f16s(uint8_t *p, const uint16_t *v, int64_t n) {
     for (int64_t i = 0; i < n; i++)
-        put_u16(p + 2 * i, v[i]);
+        rq_put_u16(p + 2 * i, v[i]);
 }
 static void get_f16s(const uint8_t *p, uint16_t *v, int64_t n) {
     for (int64_t i = 0; i < n; i++)
-        v[i] = get_u16(p + 2 * i);
+        v[i] = rq_get_u16(p + 2 * i);
 }
 
 int rq_qformat_pack(const rq_qtensor *t, uint8_t *dst) {
@@ -321,7 +296,7 @@ int rq_qformat_pack(const rq_qtensor *t, uint8_t *dst) {
     write_header(&h, dst);
     uint8_t *p = dst + RQ_QFORMAT_HEADER;
     for (int64_t r = 0; r < t->rows; r++)
-        pack_row(t->q + r * t->cols, t->cols, h.bits, p + r * L.row_bytes);
+        rq_pack_codes(t->q + r * t->cols, t->cols, h.bits, p + r * L.row_bytes);
     p += L.codes;
     put_f16s(p, t->scale, t->rows * t->n_groups);
     p += L.scale;
@@ -329,10 +304,10 @@ int rq_qformat_pack(const rq_qtensor *t, uint8_t *dst) {
     p += L.min;
     if (L.sal == 0) return 0;
     for (int64_t j = 0; j < t->n_sal; j++)
-        put_u32(p + 4 * j, (uint32_t)t->sal_cols[j]);
+        rq_put_u32(p + 4 * j, (uint32_t)t->sal_cols[j]);
     p += L.sal;
     for (int64_t r = 0; r < t->rows; r++)
-        pack_row(t->rq + r * t->n_sal, t->n_sal, 1, p + r * L.rbits_row);
+        rq_pack_codes(t->rq + r * t->n_sal, t->n_sal, 1, p + r * L.rbits_row);
     p += L.rbits;
     put_f16s(p, t->rscale, t->rows);
     return 0;
@@ -343,7 +318,7 @@ static int read_payload(const uint8_t *src, const header *h, const layout *L, rq
     const char *name = fmt_name(h->id);
     const uint8_t *p = src + RQ_QFORMAT_HEADER;
     for (int64_t r = 0; r < t->rows; r++)
-        if (unpack_row(p + r * L->row_bytes, t->cols, h->bits, L->row_bytes, t->q + r * t->cols))
+        if (rq_unpack_codes(p + r * L->row_bytes, t->cols, h->bits, L->row_bytes, t->q + r * t->cols))
             return rq_fail("packed tensor %s: code row %lld has nonzero padding bits; damaged", name, (long long)r);
     p += L->codes;
     get_f16s(p, t->scale, t->rows * t->n_groups);
@@ -352,10 +327,10 @@ static int read_payload(const uint8_t *src, const header *h, const layout *L, rq
     p += L->min;
     if (L->sal > 0) {
         for (int64_t j = 0; j < t->n_sal; j++)
-            t->sal_cols[j] = (int32_t)get_u32(p + 4 * j);
+            t->sal_cols[j] = (int32_t)rq_get_u32(p + 4 * j);
         p += L->sal;
         for (int64_t r = 0; r < t->rows; r++)
-            if (unpack_row(p + r * L->rbits_row, t->n_sal, 1, L->rbits_row, t->rq + r * t->n_sal))
+            if (rq_unpack_codes(p + r * L->rbits_row, t->n_sal, 1, L->rbits_row, t->rq + r * t->n_sal))
                 return rq_fail("packed tensor %s: residual row %lld has nonzero padding bits; damaged", name,
                                (long long)r);
         p += L->rbits;
@@ -388,6 +363,20 @@ int rq_qformat_peek(const void *src, size_t n, rq_qtensor *hdr_only, int *id, in
     header h;
     layout L;
     memset(hdr_only, 0, sizeof *hdr_only);
+    if (rq_rep_is_blob(src, n)) { /* a replicated layer (replica.h): shape and bits only */
+        rq_rep r;
+        if (rq_rep_peek(src, n, &r, version)) return -1;
+        hdr_only->grid = rq_grid_default();
+        hdr_only->grid.bits = r.bits;
+        hdr_only->grid.sym = true;
+        hdr_only->grid.group = r.cols;
+        hdr_only->rows = r.rows;
+        hdr_only->cols = r.cols;
+        hdr_only->group = r.cols;
+        hdr_only->n_groups = 1;
+        if (id) *id = RQ_FMT_REP;
+        return 0;
+    }
     if (read_header(src, n, &h, &L)) return -1;
     header_to_qtensor(&h, hdr_only);
     if (id) *id = h.id;
@@ -400,8 +389,16 @@ int rq_qformat_to_float(const void *src, size_t n, int64_t rows, int64_t cols, f
     int id;
     if (rq_qformat_peek(src, n, &t, &id, NULL)) return -1;
     if (t.rows != rows || t.cols != cols)
-        return rq_fail("packed tensor %s is [%lld, %lld], but [%lld, %lld] was expected", fmt_name(id),
-                       (long long)t.rows, (long long)t.cols, (long long)rows, (long long)cols);
+        return rq_fail("packed tensor %s is [%lld, %lld], but [%lld, %lld] was expected",
+                       id == RQ_FMT_REP ? "rqrep" : fmt_name(id), (long long)t.rows, (long long)t.cols, (long long)rows,
+                       (long long)cols);
+    if (id == RQ_FMT_REP) {
+        rq_rep r;
+        if (rq_rep_unpack(src, n, &r)) return -1;
+        rq_rep_dequant(&r, out);
+        rq_rep_free(&r);
+        return 0;
+    }
     if (rq_qformat_unpack(src, n, &t)) return -1;
     rq_qtensor_dequant(&t, out);
     rq_qtensor_free(&t);

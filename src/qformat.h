@@ -104,4 +104,10 @@ int rq_qformat_to_float(const void *src, size_t n, int64_t rows, int64_t cols, f
  * id and version may be NULL. */
 int rq_qformat_peek(const void *src, size_t n, rq_qtensor *hdr_only, int *id, int *version);
 
+/* n codes of `bits` bits, LSB first, into a zeroed row of ceil(n*bits/8) bytes,
+ * and back; rq_unpack_codes returns -1 when the padding bits after the last code
+ * (in the row's last of row_bytes bytes) are not zero. */
+void rq_pack_codes(const uint8_t *q, int64_t n, int bits, uint8_t *dst);
+int rq_unpack_codes(const uint8_t *src, int64_t n, int bits, uint64_t row_bytes, uint8_t *q);
+
 #endif

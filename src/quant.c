@@ -298,20 +298,27 @@ typedef struct {
     const float *U;
     const int64_t *perm, *slot;
     rq_rng *rng;
-    int64_t i1, i2, B;
+    int64_t i1, i2, B, cols;
     bool refit;
+    rq_gptq_decoder dec; /* when set, picks each code instead of out's grid */
+    void *dctx;
 } gptq_block;
 
 /* Rows are independent within a block: each row's feedback touches only itself,
  * so the rows of one block split across threads with the same result. */
 static void gptq_block_rows(void *ctx, int64_t r0, int64_t r1) {
     const gptq_block *b = ctx;
-    const int64_t n = b->out->cols, G = b->out->group;
+    const int64_t n = b->cols, G = b->out ? b->out->group : 1;
     for (int64_t r = r0; r < r1; r++) {
         float *wr = b->W + r * n, *er = b->err + r * b->B;
         for (int64_t j = b->i1; j < b->i2; j++) {
-            if (b->refit && j % G == 0) fit_group(b->out, r, j / G, wr + j);
-            float v = quant_one(b->out, r, b->perm[j], b->slot[b->perm[j]], wr[j], &b->rng[r]);
+            float v;
+            if (b->dec) {
+                v = b->dec(b->dctx, r, b->perm[j], wr[j]);
+            } else {
+                if (b->refit && j % G == 0) fit_group(b->out, r, j / G, wr + j);
+                v = quant_one(b->out, r, b->perm[j], b->slot[b->perm[j]], wr[j], &b->rng[r]);
+            }
             float e = (wr[j] - v) / b->U[j * n + j];
             er[j - b->i1] = e;
             const float *u = b->U + j * n;
@@ -321,16 +328,17 @@ static void gptq_block_rows(void *ctx, int64_t r0, int64_t r1) {
     }
 }
 
-static void gptq_columns(rq_qtensor *out, float *W, const float *U, const int64_t *perm, const int64_t *slot, int64_t B,
-                         bool refit, uint64_t seed, uint64_t stream) {
-    const int64_t rows = out->rows, n = out->cols, G = out->group;
+static void gptq_columns(rq_qtensor *out, int64_t rows, int64_t n, float *W, const float *U, const int64_t *perm,
+                         const int64_t *slot, int64_t B, bool refit, uint64_t seed, uint64_t stream,
+                         rq_gptq_decoder dec, void *dctx) {
+    const int64_t G = out ? out->group : 1;
     float *err = rq_malloc((size_t)(rows * B) * sizeof *err); /* [rows, B] scaled errors of a block */
     rq_rng *rng = rq_malloc((size_t)rows * sizeof *rng);
     for (int64_t r = 0; r < rows; r++)
         row_rng(&rng[r], seed, stream, r);
     for (int64_t i1 = 0, i2; i1 < n; i1 = i2) {
         i2 = block_end(i1, B, n, G, refit);
-        gptq_block b = {out, W, err, U, perm, slot, rng, i1, i2, B, refit};
+        gptq_block b = {out, W, err, U, perm, slot, rng, i1, i2, B, n, refit, dec, dctx};
         rq_parallel_for(rows, gptq_block_rows, &b);
         if (i2 < n) /* lazy update of the columns after the block */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)(n - i2), (int)(i2 - i1), -1.0f, err,
@@ -340,17 +348,18 @@ static void gptq_columns(rq_qtensor *out, float *W, const float *U, const int64_
     free(err);
 }
 
-int rq_gptq_quantize(const rq_gptq *h, const rq_grid *g, const rq_gptq_opts *o, const float *w, int64_t rows,
-                     int64_t cols, uint64_t seed, uint64_t stream, rq_qtensor *out) {
-    memset(out, 0, sizeof *out);
-    if (check_shape(g, rows, cols)) return rq_fail_ctx("gptq");
-    if (cols != h->cols)
-        return rq_fail("gptq: the weight has %lld columns but the Hessian is for %lld inputs", (long long)cols,
+/* The checks and copies both GPTQ entry points start with: *Hp = mirrored copy
+ * of the Hessian, *Wp = copy of w with the weights of always-zero inputs zeroed
+ * (they do not matter to the output; their column is made benign). */
+static int gptq_setup(const rq_gptq *h, const rq_gptq_opts *o, const float *w, int64_t rows, int64_t n, float **Wp,
+                      float **Hp) {
+    if (!h) return rq_fail("gptq: no Hessian accumulator was given");
+    if (n != h->cols)
+        return rq_fail("gptq: the weight has %lld columns but the Hessian is for %lld inputs", (long long)n,
                        (long long)h->cols);
     if (h->n == 0) return rq_fail("gptq: no calibration rows were added (call rq_gptq_add_batch first)");
     if (!(o->damp >= 0.0f && isfinite(o->damp))) return rq_fail("gptq: damp = %g must be >= 0", o->damp);
     if (o->block < 1) return rq_fail("gptq: block = %d must be at least 1", o->block);
-    const int64_t n = cols;
     float *H = rq_malloc((size_t)(n * n) * sizeof *H);
     mirror_upper(h->H, H, n);
     for (int64_t i = 0; i < n * n; i++)
@@ -361,14 +370,45 @@ int rq_gptq_quantize(const rq_gptq *h, const rq_grid *g, const rq_gptq_opts *o, 
         }
     float *W = rq_malloc((size_t)(rows * n) * sizeof *W);
     memcpy(W, w, (size_t)(rows * n) * sizeof *W);
-    /* an input that is always zero carries no information: its weights do not
-     * matter to the layer output, so they are zeroed and the column made benign */
     for (int64_t j = 0; j < n; j++)
         if (H[j * n + j] == 0.0f) {
             H[j * n + j] = 1.0f;
             for (int64_t r = 0; r < rows; r++)
                 W[r * n + j] = 0.0f;
         }
+    *Wp = W;
+    *Hp = H;
+    return 0;
+}
+
+/* Act-order (perm[] by decreasing diag H, W and H permuted; identity otherwise),
+ * damping, and H replaced by the inverse factor U. keys: n doubles of scratch. */
+static int gptq_order_factor(const rq_gptq_opts *o, float **W, float **H, int64_t rows, int64_t n, int64_t *perm,
+                             double *keys) {
+    for (int64_t j = 0; j < n; j++)
+        perm[j] = j;
+    if (o->act_order) {
+        for (int64_t j = 0; j < n; j++)
+            keys[j] = (*H)[j * n + j];
+        order_desc(keys, n, perm);
+        permute(W, H, perm, rows, n);
+    }
+    double mean = 0;
+    for (int64_t j = 0; j < n; j++)
+        mean += (*H)[j * n + j];
+    float add = (float)((double)o->damp * mean / (double)n);
+    for (int64_t j = 0; j < n; j++)
+        (*H)[j * n + j] += add;
+    return inverse_factor(*H, n, o->damp);
+}
+
+int rq_gptq_quantize(const rq_gptq *h, const rq_grid *g, const rq_gptq_opts *o, const float *w, int64_t rows,
+                     int64_t cols, uint64_t seed, uint64_t stream, rq_qtensor *out) {
+    memset(out, 0, sizeof *out);
+    if (check_shape(g, rows, cols)) return rq_fail_ctx("gptq");
+    const int64_t n = cols;
+    float *W, *H;
+    if (gptq_setup(h, o, w, rows, n, &W, &H)) return -1;
     rq_qtensor_alloc(out, g, rows, cols, n_salient(g, cols));
     /* Act-order with groups forces static groups, so each group stays contiguous
      * in the stored column order (the original's static_groups + act_order). With
@@ -391,24 +431,9 @@ int rq_gptq_quantize(const rq_gptq *h, const rq_grid *g, const rq_gptq_opts *o, 
     for (int64_t r = 0; r < rows && out->n_sal; r++)
         fit_rscale(out, r, W + r * n);
     int64_t *perm = rq_malloc((size_t)n * sizeof *perm);
-    for (int64_t j = 0; j < n; j++)
-        perm[j] = j;
-    if (o->act_order) {
-        double *diag = sal; /* saliency is no longer needed */
-        for (int64_t j = 0; j < n; j++)
-            diag[j] = H[j * n + j];
-        order_desc(diag, n, perm);
-        permute(&W, &H, perm, rows, n);
-    }
-    double mean = 0;
-    for (int64_t j = 0; j < n; j++)
-        mean += H[j * n + j];
-    float add = (float)((double)o->damp * mean / (double)n);
-    for (int64_t j = 0; j < n; j++)
-        H[j * n + j] += add;
-    int rc = inverse_factor(H, n, o->damp);
+    int rc = gptq_order_factor(o, &W, &H, rows, n, perm, sal); /* saliency is no longer needed */
     if (rc == 0) {
-        gptq_columns(out, W, H, perm, slot, o->block, !stat, seed, stream);
+        gptq_columns(out, rows, n, W, H, perm, slot, o->block, !stat, seed, stream, NULL, NULL);
     } else {
         rq_fail_ctx("gptq");
         rq_qtensor_free(out);
@@ -416,6 +441,26 @@ int rq_gptq_quantize(const rq_gptq *h, const rq_grid *g, const rq_gptq_opts *o, 
     free(perm);
     free(slot);
     free(sal);
+    free(W);
+    free(H);
+    return rc;
+}
+
+int rq_gptq_quantize_dec(const rq_gptq *h, const rq_gptq_opts *o, const float *w, int64_t rows, int64_t cols,
+                         rq_gptq_decoder dec, void *ctx) {
+    if (rows < 1 || cols < 1)
+        return rq_fail("gptq: cannot quantize a [%lld, %lld] matrix", (long long)rows, (long long)cols);
+    float *W, *H;
+    if (gptq_setup(h, o, w, rows, cols, &W, &H)) return -1;
+    int64_t *perm = rq_malloc((size_t)cols * sizeof *perm);
+    double *keys = rq_malloc((size_t)cols * sizeof *keys);
+    int rc = gptq_order_factor(o, &W, &H, rows, cols, perm, keys);
+    if (rc == 0)
+        gptq_columns(NULL, rows, cols, W, H, perm, NULL, o->block, false, 0, 0, dec, ctx);
+    else
+        rq_fail_ctx("gptq");
+    free(keys);
+    free(perm);
     free(W);
     free(H);
     return rc;

@@ -53,6 +53,16 @@ const float *rq_gptq_hessian(rq_gptq *h); /* [cols, cols], 2/N * sum x x^T (both
 int rq_gptq_quantize(const rq_gptq *h, const rq_grid *g, const rq_gptq_opts *o, const float *w, int64_t rows,
                      int64_t cols, uint64_t seed, uint64_t stream, rq_qtensor *out);
 
+/* GPTQ's error feedback with the codes picked by the caller: dec(ctx, row, col,
+ * w) receives the error-updated weight at (row, col) (col in stored order),
+ * chooses and records a code, and returns the value it decodes to. This is how
+ * decoders other than one rq_grid per group (e.g. replica.h's rank-K scales)
+ * share the loop. Uses o->damp, o->block and o->act_order; rows are split across
+ * threads, so dec must only write state of its own row. */
+typedef float (*rq_gptq_decoder)(void *ctx, int64_t row, int64_t col, float w);
+int rq_gptq_quantize_dec(const rq_gptq *h, const rq_gptq_opts *o, const float *w, int64_t rows, int64_t cols,
+                         rq_gptq_decoder dec, void *ctx);
+
 /* The layer objective ||(What - W) X||^2 / N = tr(D H D^T) / 2 for D = What - W,
  * with H from rq_gptq_hessian; used by tests and reports. */
 double rq_layer_error(const float *H, const float *w, const float *what, int64_t rows, int64_t cols);

@@ -16,6 +16,7 @@
 #include "hf.h"
 #include "model.h"
 #include "qformat.h"
+#include "replica.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -36,7 +37,15 @@ typedef struct {
     int err_n;
     double t_err; /* seconds spent measuring layer errors in this block */
     int verbose;
+    const rq_quant_job *job;
 } qstate;
+
+static void report_tensor(const qstate *s, const char *name, int64_t rows, int64_t cols, int bits, int K,
+                          size_t blob_len, double rel, double rel_start, double secs) {
+    if (!s->job->on_tensor) return;
+    rq_tensor_stat st = {name, rows, cols, bits, K, 8 * (int64_t)blob_len, rel, rel_start, secs};
+    s->job->on_tensor(s->job->on_tensor_ctx, &st);
+}
 
 static uint64_t name_stream(const char *s) {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
@@ -51,6 +60,45 @@ static const char *method_name(rq_method m) {
 
 #define ERR_ROWS 256
 
+/* A replicated layer (replica.h): fit K decoders over one code tensor on the
+ * layer's Hessian, store them as one blob, leave the dequantized sum in w. */
+static int replicate_tensor(qstate *s, const char *name, const rq_tensor_recipe *tr, const rq_gguf_tensor *src,
+                            float *w, int64_t rows, int64_t cols, rq_gptq *H) {
+    if (tr->method != RQ_METHOD_GPTQ || !H) /* refused up front by rq_quantize_model */
+        return rq_fail("%s: replication needs GPTQ and the layer's inputs", name);
+    rq_rep_opts o = tr->rep;
+    o.seed ^= s->r->seed ^ name_stream(name);
+    rq_rep t;
+    rq_rep_trace trace;
+    double t0 = rq_time();
+    if (rq_rep_fit(H, w, rows, cols, &tr->grid, &tr->gptq, &o, &t, &trace)) return rq_fail_ctx("quantizing '%s'", name);
+    double rel = trace.J_zero > 0 ? trace.J_final / trace.J_zero : 0;
+    s->err_sum += rel;
+    s->err_n++;
+    out_tensor *ot = &s->out[src - s->g->tensors];
+    ot->blob_len = rq_rep_size(t.bits, t.K, rows, cols);
+    ot->blob = rq_malloc(ot->blob_len);
+    if (rq_rep_pack(&t, ot->blob)) {
+        rq_rep_free(&t);
+        return rq_fail_ctx("packing '%s'", name);
+    }
+    if (s->verbose) {
+        int kept = 0;
+        for (int i = 1; i < trace.n; i++)
+            kept += trace.kept[i];
+        fprintf(stderr,
+                "  %-28s rep  %db K=%-2d %s %7.4f bpw  rel.err %.5f (GPTQ start %.5f, %d/%d steps kept, %.1fs)%s\n",
+                name, t.bits, t.K, "     ", 8.0 * (double)ot->blob_len / (double)(rows * cols), rel,
+                trace.J_zero > 0 ? trace.J_init / trace.J_zero : 0, kept, trace.n - 1, rq_time() - t0,
+                t.K > 1 && rq_rep_collapses(&t, 1e-3) ? "  [replicas collapsed into one decoder]" : "");
+    }
+    report_tensor(s, name, rows, cols, t.bits, t.K, ot->blob_len, rel,
+                  trace.J_zero > 0 ? trace.J_init / trace.J_zero : -1, rq_time() - t0);
+    rq_rep_dequant(&t, w);
+    rq_rep_free(&t);
+    return 0;
+}
+
 /* Quantize w[rows, cols] (in place: w becomes the dequantized result) by the
  * tensor's recipe; H is the input accumulator (NULL when there is none). */
 static int quantize_tensor(qstate *s, const char *name, float *w, int64_t rows, int64_t cols, rq_gptq *H) {
@@ -63,7 +111,9 @@ static int quantize_tensor(qstate *s, const char *name, float *w, int64_t rows, 
         return rq_fail("%s: GPTQ needs the layer's inputs; it applies to block linear layers only (use \"rtn\" in "
                        "an override for this tensor)",
                        name);
+    if (tr.rep.K > 0) return replicate_tensor(s, name, &tr, src, w, rows, cols, H);
     rq_qtensor q;
+    double t0 = rq_time();
     uint64_t stream = name_stream(name);
     int rc = tr.method == RQ_METHOD_GPTQ
                  ? rq_gptq_quantize(H, &tr.grid, &tr.gptq, w, rows, cols, s->r->seed, stream, &q)
@@ -108,6 +158,7 @@ static int quantize_tensor(qstate *s, const char *name, float *w, int64_t rows, 
         if (rel >= 0) fprintf(stderr, "  rel.err %.5f", rel);
         fprintf(stderr, "\n");
     }
+    report_tensor(s, name, rows, cols, tr.grid.bits, 0, o->blob_len, rel, -1, rq_time() - t0);
     memcpy(w, what, (size_t)(rows * cols) * sizeof(float));
     free(what);
     rq_qtensor_free(&q);
@@ -201,6 +252,7 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
     qstate s = {0};
     s.r = r;
     s.verbose = job->verbose;
+    s.job = job;
     struct stat st;
     if (stat(job->model, &st) != 0) return rq_fail("model '%s' not found", job->model);
     if ((S_ISDIR(st.st_mode) ? rq_hf_open(job->model, &s.g) : rq_gguf_open(job->model, &s.g))) return -1;
@@ -217,6 +269,19 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
     s.out = rq_calloc(s.g->n_tensors, sizeof *s.out);
     for (uint64_t i = 0; i < s.g->n_tensors; i++)
         s.out[i].src = &s.g->tensors[i];
+
+    /* replication needs each layer's inputs: refuse it elsewhere before any work */
+    for (uint64_t i = 0; i < s.g->n_tensors; i++) {
+        rq_tensor_recipe t;
+        const char *nm = s.g->tensors[i].name;
+        rq_recipe_for_tensor(r, nm, &t);
+        if (t.rep.K > 0 && t.method != RQ_METHOD_KEEP && (t.method != RQ_METHOD_GPTQ || !rq_is_block_linear(nm))) {
+            rq_fail("%s: \"replicate\" needs method \"gptq\" on a block linear layer (its fit uses the layer's "
+                    "inputs); set \"method\": \"gptq\" or \"replicate\": null for this tensor",
+                    nm);
+            goto done;
+        }
+    }
 
     /* token embeddings (and an untied output) first: RTN only, no inputs to fit */
     rq_tensor_recipe tr;

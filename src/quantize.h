@@ -27,6 +27,17 @@ typedef struct {
     double rel_err_mean; /* mean over GPTQ/RTN-with-calibration tensors of ||(W'-W)X||^2 / ||WX||^2 */
 } rq_quant_report;
 
+/* One quantized tensor, as reported to rq_quant_job.on_tensor. */
+typedef struct {
+    const char *name;
+    int64_t rows, cols;
+    int bits, K;          /* K: replicas (0 when not replicated) */
+    int64_t stored_bits;  /* the packed blob, header included */
+    double rel_err;       /* ||(W'-W)X||^2 / ||WX||^2; -1 without calibration inputs */
+    double rel_err_start; /* replicated: the per-row GPTQ codes the fit started from; else -1 */
+    double seconds;
+} rq_tensor_stat;
+
 typedef struct {
     const char *model;      /* GGUF path or Hugging Face folder */
     const char *calib_path; /* JSON-lines calibration file (needed when a tensor uses GPTQ) */
@@ -34,6 +45,8 @@ typedef struct {
     const char *out_path;
     int verbose;  /* one line per tensor on stderr */
     bool measure; /* run calibration even when no tensor needs it (RTN), to report layer errors */
+    void (*on_tensor)(void *ctx, const rq_tensor_stat *st); /* optional, once per quantized tensor */
+    void *on_tensor_ctx;
 } rq_quant_job;
 
 int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_report *rep);

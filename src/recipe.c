@@ -72,9 +72,10 @@ static const struct {
     {"block", RQ_OV_BLOCK},
     {"act_order", RQ_OV_ACT_ORDER},
     {"static_groups", RQ_OV_STATIC},
+    {"replicate", RQ_OV_REPLICATE},
 };
 #define N_TKEYS (sizeof TKEYS / sizeof TKEYS[0])
-#define RQ_OV_ALL ((RQ_OV_STATIC << 1) - 1)
+#define RQ_OV_ALL ((RQ_OV_REPLICATE << 1) - 1)
 
 /* ---- typed readers: each fails with "SRC: 'KEY' ..." ------------------------------ */
 
@@ -167,6 +168,72 @@ static int check_dups(const char *src, const char *where, const cJSON *obj) {
 
 /* Parse j (named j->string) into t when it is a per-tensor key and add its bit to
  * *set. Returns 1 if parsed, 0 if the key is not a per-tensor key, -1 on error. */
+/* "replicate": {"k": K, "vary": ["out", "in", "offset"], "iters": N, "spread": S,
+ * "combine": "linear"}; null or k = 0 turns replication off. */
+static int parse_replicate(const char *src, const char *key, const cJSON *obj, rq_rep_opts *o) {
+    *o = rq_rep_opts_default();
+    if (cJSON_IsNull(obj)) {
+        o->K = 0;
+        return 0;
+    }
+    if (!cJSON_IsObject(obj)) return rq_fail("%s: '%s' must be an object or null, got %s", src, key, type_name(obj));
+    if (check_dups(src, key, obj)) return -1;
+    char k2[200];
+    bool group_scales = false;
+    for (const cJSON *j = obj->child; j; j = j->next) {
+        double d;
+        snprintf(k2, sizeof k2, "%s.%s", key, j->string);
+        if (!strcmp(j->string, "k")) {
+            if (get_int(src, k2, j, 0, RQ_REP_MAX_K, "(0 = off, or 1..64 replicas)", &d)) return -1;
+            o->K = (int)d;
+        } else if (!strcmp(j->string, "iters")) {
+            if (get_int(src, k2, j, 0, (RQ_REP_TRACE_MAX - 1) / 4, "(0..63)", &d)) return -1;
+            o->iters = (int)d;
+        } else if (!strcmp(j->string, "spread")) {
+            if (get_float(src, k2, j, non_negative, "[0, 1]", &o->init_spread)) return -1;
+        } else if (!strcmp(j->string, "seed")) {
+            if (get_int(src, k2, j, 0, 9007199254740992.0, "(0..2^53)", &d)) return -1;
+            o->seed = (uint64_t)d;
+        } else if (!strcmp(j->string, "combine")) {
+            if (!cJSON_IsString(j)) return rq_fail("%s: '%s' must be a string, got %s", src, k2, type_name(j));
+            if (strcmp(j->valuestring, "linear"))
+                return rq_fail("%s: '%s' = '%s': this build combines replicas at the linear layer's output only "
+                               "(\"linear\"); MLP- and block-level combination are not built yet",
+                               src, k2, j->valuestring);
+        } else if (!strcmp(j->string, "vary")) {
+            if (!cJSON_IsArray(j))
+                return rq_fail("%s: '%s' must be an array of strings, got %s", src, k2, type_name(j));
+            o->vary_out = o->vary_in = o->vary_offset = false;
+            for (const cJSON *v = j->child; v; v = v->next) {
+                const char *n = cJSON_IsString(v) ? v->valuestring : "";
+                if (!strcmp(n, "out"))
+                    o->vary_out = true;
+                else if (!strcmp(n, "in"))
+                    o->vary_in = true;
+                else if (!strcmp(n, "offset"))
+                    o->vary_offset = true;
+                else if (!strcmp(n, "scale"))
+                    group_scales = true;
+                else
+                    return rq_fail("%s: '%s' holds %s%s%s; each entry is \"out\" (per-row factors), \"in\" "
+                                   "(per-column factors), \"offset\" (grid offsets) or \"scale\" (group scales)",
+                                   src, k2, cJSON_IsString(v) ? "'" : "a ", cJSON_IsString(v) ? n : type_name(v),
+                                   cJSON_IsString(v) ? "'" : "");
+            }
+        } else
+            return unknown_key(src, key, j->string, "k, vary, iters, spread, seed, combine");
+    }
+    if (o->K == 0) return 0;
+    if (group_scales && o->K > 1 && !o->vary_in)
+        return rq_fail("%s: '%s': replicas that differ only in per-group scales%s sum to one decoder (their average is "
+                       "again one affine grid), so k = %d is equivalent to k = 1 at %d times the compute; add \"in\" "
+                       "(per-column factors) to \"vary\", or set k = 1",
+                       src, key, o->vary_offset ? " and offsets" : "", o->K, o->K);
+    if (group_scales) o->vary_out = true; /* one group per row: a group scale is the row factor */
+    if (rq_rep_opts_check(o)) return rq_fail_ctx("%s: '%s'", src, key);
+    return 0;
+}
+
 static int parse_tensor_key(const char *src, const char *where, const cJSON *j, rq_tensor_recipe *t, uint32_t *set) {
     uint32_t bit = 0;
     for (size_t i = 0; i < N_TKEYS; i++)
@@ -233,6 +300,9 @@ static int parse_tensor_key(const char *src, const char *where, const cJSON *j, 
     case RQ_OV_STATIC:
         rc = get_bool(src, key, j, &o->static_groups);
         break;
+    case RQ_OV_REPLICATE:
+        rc = parse_replicate(src, key, j, &t->rep);
+        break;
     }
     if (rc) return -1;
     *set |= bit;
@@ -258,11 +328,12 @@ static void apply_override(const rq_override *v, rq_tensor_recipe *t) {
     if (s & RQ_OV_BLOCK) t->gptq.block = o->gptq.block;
     if (s & RQ_OV_ACT_ORDER) t->gptq.act_order = o->gptq.act_order;
     if (s & RQ_OV_STATIC) t->gptq.static_groups = o->gptq.static_groups;
+    if (s & RQ_OV_REPLICATE) t->rep = o->rep;
 }
 
 #define TENSOR_KEYS                                                                                                    \
     "method, bits, sym, group, mse, mse_min, mse_steps, offset, round, noise, binres, salient_frac, damp, block, "     \
-    "act_order, static_groups"
+    "act_order, static_groups, replicate"
 
 /* ---- sections -------------------------------------------------------------------- */
 
@@ -510,6 +581,9 @@ static void sb_tensor(sbuf *b, const rq_tensor_recipe *t, uint32_t set, const ch
     const rq_gptq_opts *o = &t->gptq;
     for (size_t i = 0; i < N_TKEYS; i++) {
         if (!(set & TKEYS[i].bit)) continue;
+        /* the base leaves replication out when it is off, so that recipes from
+         * before it have the same canonical text (and output files) as before */
+        if (TKEYS[i].bit == RQ_OV_REPLICATE && set == RQ_OV_ALL && t->rep.K == 0) continue;
         sb_printf(b, "%s\"%s\": ", sep, TKEYS[i].key);
         switch (TKEYS[i].bit) {
         case RQ_OV_METHOD:
@@ -560,6 +634,22 @@ static void sb_tensor(sbuf *b, const rq_tensor_recipe *t, uint32_t set, const ch
         case RQ_OV_STATIC:
             sb_printf(b, "%s", bool_s(o->static_groups));
             break;
+        case RQ_OV_REPLICATE: {
+            const rq_rep_opts *p = &t->rep;
+            if (p->K == 0) {
+                sb_printf(b, "null");
+                break;
+            }
+            sb_printf(b, "{\"k\": %d, \"vary\": [", p->K);
+            const char *sep2 = "";
+            if (p->vary_out) sb_printf(b, "%s\"out\"", sep2), sep2 = ", ";
+            if (p->vary_in) sb_printf(b, "%s\"in\"", sep2), sep2 = ", ";
+            if (p->vary_offset) sb_printf(b, "%s\"offset\"", sep2);
+            sb_printf(b, "], \"iters\": %d, \"spread\": ", p->iters);
+            sb_float(b, p->init_spread);
+            sb_printf(b, ", \"seed\": %llu, \"combine\": \"linear\"}", (unsigned long long)p->seed);
+            break;
+        }
         }
     }
 }

@@ -11,6 +11,7 @@
 #include "actq.h"
 #include "grid.h"
 #include "quant.h"
+#include "repfit.h"
 
 #define RQ_RECIPE_VERSION 1
 
@@ -21,6 +22,10 @@ typedef struct {
     rq_method method;
     rq_grid grid;
     rq_gptq_opts gptq;
+    /* layer replication (replica.h, repfit.h); rep.K == 0: not replicated. Only
+     * with GPTQ; the grid's bits are the codes' bits, and the codes are symmetric
+     * with one row scale per replica whatever group and sym say. */
+    rq_rep_opts rep;
 } rq_tensor_recipe;
 
 /* rq_actq (simulated activation / KV quantization) lives in actq.h. */
@@ -48,6 +53,7 @@ enum {
     RQ_OV_BLOCK = 1u << 13,
     RQ_OV_ACT_ORDER = 1u << 14,
     RQ_OV_STATIC = 1u << 15,
+    RQ_OV_REPLICATE = 1u << 16,
 };
 
 typedef struct {

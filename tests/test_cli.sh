@@ -27,6 +27,11 @@ expect test_cli_recipe_unknown_key "unknown key 'grop'" "$bin" quantize -m x --r
 printf '{"repliq_recipe": 1, "bits": 0}' >"$tmp/bits0.json"
 expect test_cli_recipe_bits0 "'bits' = 0" "$bin" quantize -m x --recipe "$tmp/bits0.json" -o "$tmp/o.gguf"
 expect test_cli_quantize_usage "usage" "$bin" quantize -m x
+printf '{"repliq_recipe": 1, "bits": 2, "replicate": {"k": 4, "vary": ["scale"]}}' >"$tmp/rep_scale.json"
+expect test_cli_recipe_rep_collapse "one decoder" "$bin" quantize -m x --recipe "$tmp/rep_scale.json" -o "$tmp/o.gguf"
+printf '{"repliq_recipe": 1, "bits": 2, "replicate": {"k": 2, "combine": "block"}}' >"$tmp/rep_block.json"
+expect test_cli_recipe_rep_combine "not built yet" "$bin" quantize -m x --recipe "$tmp/rep_block.json" -o "$tmp/o.gguf"
+expect test_cli_quantize_tensor_log_arg "needs a value\|usage\|missing" "$bin" quantize -m x --recipe "$tmp/rep_block.json" -o "$tmp/o.gguf" --tensor-log
 expect test_cli_ppl_bad_aclip "act clip" "$bin" ppl -m x -f y --abits 8 --aclip 2
 expect test_cli_rotate_usage "usage: repliq rotate" "$bin" rotate -m x
 expect test_cli_rotate_bad_kind "expected hadamard, rh, ro or none" "$bin" rotate -m x -o y --r1 foo

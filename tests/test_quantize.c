@@ -12,6 +12,7 @@
 #include "qformat.h"
 #include "quantize.h"
 #include "recipe.h"
+#include "replica.h"
 #include "rq_test.h"
 #include "tiny_model.h"
 #include "util.h"
@@ -234,6 +235,64 @@ static void test_embeddings_override(void) {
     unlink(src_path);
 }
 
+/* Replicated layers end to end on both architectures: the file stores one rqrep
+ * blob per linear layer whose size is its bit accounting, it loads and evaluates,
+ * the layer error at K = 4 is below the per-row GPTQ file's, the same seed gives
+ * the same bytes, and replication without GPTQ is refused. */
+static void test_replicated_file(void) {
+    const char *archs[2] = {"llama", "qwen2"};
+    for (int a = 0; a < 2; a++) {
+        REQUIRE(write_src(archs[a]) == 0);
+        double err[2];
+        for (int i = 0; i < 2; i++) {
+            rq_recipe r;
+            rq_recipe_default(&r);
+            r.base.grid.bits = 2;
+            r.base.grid.sym = true;
+            r.base.grid.group = 0;
+            r.base.grid.mse = true;
+            r.base.gptq.act_order = true;
+            if (i == 1) {
+                r.base.rep = rq_rep_opts_default();
+                r.base.rep.K = 4;
+            }
+            rq_calib c = tiny_calib();
+            rq_quant_job job = {.model = src_path, .calib = &c, .out_path = i ? out_path : out2_path, .measure = true};
+            rq_quant_report rep;
+            REQUIRE(rq_quantize_model(&job, &r, &rep) == 0);
+            err[i] = rep.rel_err_mean;
+            CHECKF(isfinite(logit_gap(i ? out_path : out2_path)), "%s: file does not evaluate", archs[a]);
+            if (i == 1) {
+                /* q/k/v/o are [64, 64] or [32, 64], gate/up [100, 64], down [64, 100] */
+                rq_gguf *g;
+                REQUIRE(rq_gguf_open(out_path, &g) == 0);
+                const rq_gguf_tensor *t = rq_gguf_tensor_find(g, "blk.1.ffn_down.weight");
+                REQUIRE(t && t->type == RQ_GGML_RQ_PACKED && rq_rep_is_blob(t->data, t->nbytes));
+                rq_rep_bits b = rq_rep_bits_of(2, 4, 64, 100);
+                CHECK((int64_t)t->nbytes * 8 == b.code_bits + b.param_bits + b.header_bits);
+                CHECK(b.param_bits == 8 * (2 * 4 * (64 + 100) + 16));
+                rq_gguf_close(g);
+                rq_quant_report rep2;
+                REQUIRE(quantize(&r, out2_path, &rep2) == 0);
+                uint8_t *x, *y;
+                size_t nx, ny;
+                REQUIRE(read_all(out_path, &x, &nx) == 0 && read_all(out2_path, &y, &ny) == 0);
+                CHECK(nx == ny && !memcmp(x, y, nx));
+                free(x);
+                free(y);
+                r.base.method = RQ_METHOD_RTN;
+                CHECK(quantize(&r, out2_path, &rep2) != 0 && strstr(rq_error(), "needs method \"gptq\""));
+            }
+            rq_recipe_free(&r);
+        }
+        CHECKF(err[1] < err[0], "%s: K=4 layer error %.5f not below per-row GPTQ %.5f", archs[a], err[1], err[0]);
+        printf("  %s: mean relative layer error per-row GPTQ %.5f, K=4 replicas %.5f\n", archs[a], err[0], err[1]);
+    }
+    unlink(out_path);
+    unlink(out2_path);
+    unlink(src_path);
+}
+
 /* Errors leave nothing behind; a newer packed format in a file is refused on load. */
 static void test_refusals(void) {
     REQUIRE(write_src("llama") == 0);
@@ -273,6 +332,7 @@ int main(void) {
     RUN(test_same_seed_same_bytes);
     RUN(test_gptq_beats_rtn);
     RUN(test_embeddings_override);
+    RUN(test_replicated_file);
     RUN(test_refusals);
     TEST_EXIT();
 }

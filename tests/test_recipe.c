@@ -240,6 +240,52 @@ static void test_round_trip(void) {
     rq_recipe_free(&r);
 }
 
+/* the replicate key: parsed, resolved per tensor, written back, and refused with
+ * the key's name when it cannot work (collapsing replicas among them) */
+static void test_replicate(void) {
+    rq_recipe r;
+    const char *ok = "{\"repliq_recipe\": 1, \"bits\": 2, \"replicate\": {\"k\": 4, \"vary\": [\"out\", \"in\", "
+                     "\"offset\"], \"iters\": 3, \"spread\": 0.5},"
+                     " \"overrides\": [{\"pattern\": \"blk.0.*\", \"replicate\": {\"k\": 2}},"
+                     " {\"pattern\": \"blk.1.*\", \"replicate\": null}]}";
+    REQUIRE(rq_recipe_parse(ok, "t", &r) == 0);
+    CHECK(r.base.rep.K == 4 && r.base.rep.vary_out && r.base.rep.vary_in && r.base.rep.vary_offset &&
+          r.base.rep.iters == 3 && r.base.rep.init_spread == 0.5f);
+    rq_tensor_recipe t;
+    rq_recipe_for_tensor(&r, "blk.0.ffn_up.weight", &t);
+    CHECK(t.rep.K == 2 && !t.rep.vary_offset && t.rep.iters == 4);
+    rq_recipe_for_tensor(&r, "blk.1.ffn_up.weight", &t);
+    CHECK(t.rep.K == 0);
+    rq_recipe_for_tensor(&r, "blk.2.ffn_up.weight", &t);
+    CHECK(t.rep.K == 4);
+    round_trip(&r, "replicate");
+    char *j = rq_recipe_to_json(&r);
+    CHECKF(strstr(j, "\"replicate\": {\"k\": 4, \"vary\": [\"out\", \"in\", \"offset\"], \"iters\": 3") != NULL, "%s",
+           j);
+    free(j);
+    rq_recipe_free(&r);
+    static const struct {
+        const char *json, *want;
+    } bad[] = {
+        {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 65}}", "'replicate.k'"},
+        {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 4, \"vary\": [\"scale\"]}}", "one decoder"},
+        {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 4, \"vary\": [\"out\", \"offset\"]}}", "one decoder"},
+        {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 2, \"vary\": [\"rows\"]}}", "'rows'"},
+        {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 2, \"combine\": \"mlp\"}}", "not built yet"},
+        {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 2, \"kk\": 1}}", "'kk' in replicate"},
+        {"{\"repliq_recipe\": 1, \"replicate\": 3}", "object or null"},
+        {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 2, \"spread\": 2}}", "spread"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECKF(rq_recipe_parse(bad[i].json, "t", &r) == -1 && strstr(rq_error(), bad[i].want), "%s -> %s", bad[i].json,
+               rq_error());
+        rq_recipe_free(&r);
+    }
+    /* k = 1 may vary only the row factors: one decoder is what it is */
+    CHECK(rq_recipe_parse("{\"repliq_recipe\": 1, \"replicate\": {\"k\": 1, \"vary\": [\"out\"]}}", "t", &r) == 0);
+    rq_recipe_free(&r);
+}
+
 static void test_recipe_files(void) {
     const char *dir = RQ_SOURCE_DIR "/recipes";
     DIR *d = opendir(dir);
@@ -261,7 +307,16 @@ static void test_recipe_files(void) {
         CHECKF(strlen(r.name) == l - 5 && !strncmp(r.name, e->d_name, l - 5), "%s has name '%s'", e->d_name, r.name);
         CHECKF(r.seed == 0 && r.calib_n == 8 && r.calib_len == 2048, "%s", e->d_name);
         bool is_1bit_sign = r.base.grid.bits == 1 && strcmp(r.name, "gptq-w1mean");
-        bool quarot = strstr(r.name, "pc-sym") != NULL; /* QuaRot's grid: symmetric per channel, clip search */
+        /* QuaRot's grid (symmetric per channel, clip search), which replication starts from */
+        bool quarot = strstr(r.name, "pc-sym") != NULL || !strncmp(r.name, "rep-", 4);
+        int rk = 0, rb = 0;
+        if (sscanf(r.name, "rep-w%d-k%d", &rb, &rk) == 2)
+            CHECKF(r.base.rep.K == rk && r.base.grid.bits == rb && r.base.rep.vary_out && r.base.rep.vary_in,
+                   "%s: K %d bits %d", e->d_name, r.base.rep.K, r.base.grid.bits);
+        else if (strstr(r.name, "-adapt")) /* K per tensor by overrides (scripts/rep_adaptive.py) */
+            CHECKF(r.base.rep.K >= 1 && r.n_ov > 0 && (r.ov[0].set & RQ_OV_REPLICATE), "%s", e->d_name);
+        else
+            CHECKF(r.base.rep.K == 0, "%s replicates", e->d_name);
         CHECKF(r.base.grid.sym == (is_1bit_sign || quarot), "%s: sym %d", e->d_name, r.base.grid.sym);
         CHECKF(r.base.grid.mse == (r.base.grid.bits == 2 || r.base.grid.bits == 3 || quarot), "%s", e->d_name);
         CHECKF(!quarot || (r.base.grid.group == 0 && r.base.gptq.act_order), "%s", e->d_name);
@@ -274,11 +329,12 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 19, "%d recipe files", n);
+    CHECKF(n == 32, "%d recipe files", n);
 }
 
 int main(void) {
     RUN(test_parse_good);
+    RUN(test_replicate);
     RUN(test_refusals);
     RUN(test_load_missing);
     RUN(test_overrides);

@@ -7,11 +7,12 @@
 #include <string.h>
 
 #include "cli.h"
-#include "model.h"
 #include "ggml_types.h"
 #include "gguf.h"
+#include "model.h"
 #include "paths.h"
 #include "qformat.h"
+#include "replica.h"
 #include "util.h"
 
 enum { CLASS_LINEAR, CLASS_EMBED, CLASS_OTHER, N_CLASS };
@@ -33,7 +34,6 @@ typedef struct {
     int64_t tensors, weights, bytes;
 } totals;
 
-
 /* Fill r from t; packed blobs are read through their header, which declares the shape. */
 static int describe(const rq_gguf_tensor *t, tensor_row *r) {
     memset(r, 0, sizeof *r);
@@ -45,7 +45,7 @@ static int describe(const rq_gguf_tensor *t, tensor_row *r) {
         if (rq_qformat_peek(t->data, t->nbytes, &hdr, &id, &version))
             return rq_fail_ctx("tensor '%s' (repliq packed)", t->name);
         const rq_qformat_traits *f = rq_qformat_traits_of(id);
-        snprintf(r->type, sizeof r->type, "%s", f ? f->name : "rq?");
+        snprintf(r->type, sizeof r->type, "%s", f ? f->name : id == RQ_FMT_REP ? "rqrep" : "rq?");
         r->n_dims = 2;
         r->ne[0] = hdr.cols;
         r->ne[1] = hdr.rows;

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "forward.h"
@@ -12,8 +13,26 @@
 #include "ppl.h"
 #include "util.h"
 
+/* --nll-save: each scored token's NLL, one per line in scoring order, so that any
+ * two runs on the same tokens can be compared pairwise later
+ * (scripts/paired_nll.py). Written to a temporary name, then renamed. */
+static int save_nll(const char *path, const rq_ppl_result *r) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return rq_fail("cannot write --nll-save file '%s'", tmp);
+    int bad = 0;
+    for (int64_t i = 0; i < r->n_scored; i++)
+        bad |= fprintf(f, "%.9g\n", (double)r->nll[i]) < 0;
+    if (fclose(f) != 0 || bad || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return rq_fail("cannot write --nll-save file '%s'", path);
+    }
+    return 0;
+}
+
 int cmd_ppl(int argc, char **argv) {
-    const char *model = NULL, *text = NULL, *json = NULL, *kl_save = NULL, *kl_base = NULL;
+    const char *model = NULL, *text = NULL, *json = NULL, *kl_save = NULL, *kl_base = NULL, *nll_save = NULL;
     rq_ppl_params p = {.protocol = RQ_PPL_LLAMACPP, .progress = true};
     int threads = 2;
     rq_actq aq = {.a_bits = -1, .a_clip = -1, .kv_bits = -1, .keep_massive = -1};
@@ -40,6 +59,8 @@ int cmd_ppl(int argc, char **argv) {
             kl_save = cli_val("ppl", argc, argv, &i);
         else if (!strcmp(a, "--kl-base"))
             kl_base = cli_val("ppl", argc, argv, &i);
+        else if (!strcmp(a, "--nll-save"))
+            nll_save = cli_val("ppl", argc, argv, &i);
         else if (!strcmp(a, "--abits"))
             aq.a_bits = cli_int("ppl", a, cli_val("ppl", argc, argv, &i), 0);
         else if (!strcmp(a, "--kvbits"))
@@ -76,7 +97,7 @@ int cmd_ppl(int argc, char **argv) {
         return cli_die("ppl", "usage: repliq ppl -m MODEL -f TEXT [-c CTX] [--protocol llamacpp|gptq] "
                               "[--chunks N] [--json] [-t N] [--kl-save FILE | --kl-base FILE] "
                               "[--abits 0|2..8|16] [--aclip R] [--abf16] [--kvbits 0|2..8|16] "
-                              "[--keep-massive RATIO]");
+                              "[--keep-massive RATIO] [--nll-save FILE]");
     if (kl_save && kl_base) return cli_die("ppl", "give either --kl-save or --kl-base, not both");
     rq_actq given = {aq.a_bits >= 0 ? aq.a_bits : 0, aq.a_clip >= 0 ? aq.a_clip : 1.0f, false,
                      aq.kv_bits >= 0 ? aq.kv_bits : 0, aq.keep_massive >= 0 ? aq.keep_massive : 0.0f};
@@ -151,6 +172,7 @@ int cmd_ppl(int argc, char **argv) {
         printf("activations %d bits (clip %.3f%s), KV cache %d bits\n", m->actq.a_bits, m->actq.a_clip,
                m->actq.a_bf16 ? ", bf16" : "", m->actq.kv_bits);
     if (kl_save) printf("saved KL base %s\n", kl_save);
+    if (nll_save && save_nll(nll_save, &r)) rc = cli_die("ppl", rq_error());
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "ppl", r.ppl);

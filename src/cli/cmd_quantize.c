@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "forward.h"
@@ -22,23 +23,54 @@ static void add_sum(cJSON *o, const char *name, const rq_bits_sum *s) {
     cJSON_AddNumberToObject(x, "bpw", bpw(s));
 }
 
+/* One JSON line per quantized tensor (--tensor-log). */
+static void log_tensor(void *ctx, const rq_tensor_stat *st) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", st->name);
+    cJSON_AddNumberToObject(o, "rows", (double)st->rows);
+    cJSON_AddNumberToObject(o, "cols", (double)st->cols);
+    cJSON_AddNumberToObject(o, "bits", st->bits);
+    cJSON_AddNumberToObject(o, "k", st->K);
+    cJSON_AddNumberToObject(o, "stored_bits", (double)st->stored_bits);
+    cJSON_AddNumberToObject(o, "rel_err", st->rel_err);
+    cJSON_AddNumberToObject(o, "rel_err_start", st->rel_err_start);
+    cJSON_AddNumberToObject(o, "seconds", st->seconds);
+    char *s = cJSON_PrintUnformatted(o);
+    fprintf(ctx, "%s\n", s);
+    free(s);
+    cJSON_Delete(o);
+}
+
 int cmd_quantize(int argc, char **argv) {
-    const char *model = NULL, *recipe = NULL, *out = NULL, *calib = NULL;
+    const char *model = NULL, *recipe = NULL, *out = NULL, *calib = NULL, *tlog = NULL;
     int threads = 2, json = 0, quiet = 0, calib_n = 0, calib_len = 0, measure = 0;
     long long seed = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-m")) model = cli_val("quantize", argc, argv, &i);
-        else if (!strcmp(a, "--recipe")) recipe = cli_val("quantize", argc, argv, &i);
-        else if (!strcmp(a, "-o")) out = cli_val("quantize", argc, argv, &i);
-        else if (!strcmp(a, "-f")) calib = cli_val("quantize", argc, argv, &i);
-        else if (!strcmp(a, "-t")) threads = cli_int("quantize", a, cli_val("quantize", argc, argv, &i), 1);
-        else if (!strcmp(a, "-n")) calib_n = cli_int("quantize", a, cli_val("quantize", argc, argv, &i), 1);
-        else if (!strcmp(a, "-L")) calib_len = cli_int("quantize", a, cli_val("quantize", argc, argv, &i), 16);
-        else if (!strcmp(a, "--seed")) seed = cli_int("quantize", a, cli_val("quantize", argc, argv, &i), 0);
-        else if (!strcmp(a, "--json")) json = 1;
-        else if (!strcmp(a, "--quiet")) quiet = 1;
-        else if (!strcmp(a, "--measure")) measure = 1;
+        if (!strcmp(a, "-m"))
+            model = cli_val("quantize", argc, argv, &i);
+        else if (!strcmp(a, "--recipe"))
+            recipe = cli_val("quantize", argc, argv, &i);
+        else if (!strcmp(a, "-o"))
+            out = cli_val("quantize", argc, argv, &i);
+        else if (!strcmp(a, "-f"))
+            calib = cli_val("quantize", argc, argv, &i);
+        else if (!strcmp(a, "-t"))
+            threads = cli_int("quantize", a, cli_val("quantize", argc, argv, &i), 1);
+        else if (!strcmp(a, "-n"))
+            calib_n = cli_int("quantize", a, cli_val("quantize", argc, argv, &i), 1);
+        else if (!strcmp(a, "-L"))
+            calib_len = cli_int("quantize", a, cli_val("quantize", argc, argv, &i), 16);
+        else if (!strcmp(a, "--seed"))
+            seed = cli_int("quantize", a, cli_val("quantize", argc, argv, &i), 0);
+        else if (!strcmp(a, "--json"))
+            json = 1;
+        else if (!strcmp(a, "--tensor-log"))
+            tlog = cli_val("quantize", argc, argv, &i);
+        else if (!strcmp(a, "--quiet"))
+            quiet = 1;
+        else if (!strcmp(a, "--measure"))
+            measure = 1;
         else {
             fprintf(stderr, "repliq quantize: unknown option '%s'\n", a);
             return 2;
@@ -46,7 +78,8 @@ int cmd_quantize(int argc, char **argv) {
     }
     if (!model || !recipe || !out)
         return cli_die("quantize", "usage: repliq quantize -m MODEL --recipe FILE -o OUT.gguf [-f CALIB.jsonl[.xz]] "
-                                   "[-n WINDOWS] [-L TOKENS] [--seed S] [-t N] [--json] [--quiet] [--measure]");
+                                   "[-n WINDOWS] [-L TOKENS] [--seed S] [-t N] [--json] [--quiet] [--measure] "
+                                   "[--tensor-log FILE.jsonl]");
     char mpath[4096], cpath[4096];
     rq_recipe r;
     if (rq_recipe_load(recipe, &r)) return cli_die("quantize", rq_error());
@@ -59,15 +92,32 @@ int cmd_quantize(int argc, char **argv) {
     if (calib_len) r.calib_len = calib_len;
     if (seed >= 0) r.seed = (uint64_t)seed;
     const char *cal = NULL;
-    if (rq_resolve_data(calib ? calib : DEFAULT_CALIB, cpath, sizeof cpath) == 0) cal = cpath;
+    if (rq_resolve_data(calib ? calib : DEFAULT_CALIB, cpath, sizeof cpath) == 0)
+        cal = cpath;
     else if (calib) {
         rq_recipe_free(&r);
         return cli_die("quantize", rq_error());
     }
     rq_set_threads(threads);
     rq_quant_job job = {.model = mpath, .calib_path = cal, .out_path = out, .verbose = !quiet, .measure = measure};
+    FILE *tf = NULL;
+    char ttmp[4096];
+    if (tlog) {
+        snprintf(ttmp, sizeof ttmp, "%s.tmp", tlog);
+        if (!(tf = fopen(ttmp, "w"))) {
+            rq_recipe_free(&r);
+            return cli_die("quantize", "cannot write the tensor log (check --tensor-log's folder)");
+        }
+        job.on_tensor = log_tensor;
+        job.on_tensor_ctx = tf;
+    }
     rq_quant_report rep;
     int rc = rq_quantize_model(&job, &r, &rep);
+    if (tf) {
+        fclose(tf);
+        if (rc == 0 && rename(ttmp, tlog) != 0) rc = rq_fail("cannot rename %s to %s", ttmp, tlog);
+        if (rc) unlink(ttmp);
+    }
     if (rc) {
         rq_recipe_free(&r);
         return cli_die("quantize", rq_error());

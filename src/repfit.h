@@ -1,0 +1,56 @@
+/* repfit.h - fitting a replicated layer (replica.h) to one linear layer on its
+ * calibration Hessian: start from per-row GPTQ codes, then alternate
+ *   a-step  per-row factors a_k of all replicas at once (K x K least squares per
+ *           row in the Hessian metric),
+ *   b-step  per-column factors b_k, one replica at a time given the others
+ *           (cols x cols least squares),
+ *   o-step  grid offsets o_k (K x K least squares),
+ *   c-step  codes, by GPTQ's error feedback on the elementwise decoder
+ *           M (q - m) + N that the replicas induce (M = sum a_k b_k^T,
+ *           N = sum o_k a_k b_k^T),
+ * each step kept only if the layer objective J = ||(W^ - W) X||^2 / N does not
+ * rise (J is measured with the f16 parameters the file stores). */
+#ifndef RQ_REPFIT_H
+#define RQ_REPFIT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "quant.h"
+#include "replica.h"
+
+typedef struct {
+    int K;             /* replicas, 1..RQ_REP_MAX_K */
+    bool vary_out;     /* each replica has its own per-row factors a_k (else one a shared) */
+    bool vary_in;      /* per-column factors b_k are fitted (else all 1) */
+    bool vary_offset;  /* grid offsets o_k are fitted (else 0) */
+    int iters;         /* alternations of the four steps (default 4) */
+    float init_spread; /* replica k >= 1 starts with b_k = 1 +- spread (seeded signs), a_k = 0 */
+    uint64_t seed;
+} rq_rep_opts;
+
+rq_rep_opts rq_rep_opts_default(void); /* K 1, vary out and in, no offsets, 4 iterations, spread 0.25 */
+
+/* Refuses options that cannot work, and configurations whose replicas collapse
+ * into one decoder (K > 1 without both per-row and per-column factors: the sum
+ * is then one per-row affine decoder times a column factor), naming the cause. */
+int rq_rep_opts_check(const rq_rep_opts *o);
+
+enum { RQ_REP_TRACE_MAX = 256 };
+typedef struct {
+    int n;
+    double J[RQ_REP_TRACE_MAX];     /* objective after each step (kept or not: see kept) */
+    char step[RQ_REP_TRACE_MAX];    /* 'i' initial GPTQ codes, 'a', 'b', 'o', 'c' */
+    bool kept[RQ_REP_TRACE_MAX];    /* false: the step raised J and was undone */
+    double J_init, J_final, J_zero; /* J_zero: the objective of W^ = 0, for relative errors */
+} rq_rep_trace;
+
+/* Fit out (allocated here; free with rq_rep_free) to w[rows, cols] with bits-bit
+ * codes, against the inputs accumulated in h. grid: the initial per-row grid
+ * (its bits are used; symmetric, per channel); gptq: options for the initial
+ * codes and the c-step. trace may be NULL. Deterministic for a given seed and
+ * thread count. */
+int rq_rep_fit(rq_gptq *h, const float *w, int64_t rows, int64_t cols, const rq_grid *grid, const rq_gptq_opts *gptq,
+               const rq_rep_opts *o, rq_rep *out, rq_rep_trace *trace);
+
+#endif

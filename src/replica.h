@@ -1,0 +1,95 @@
+/* replica.h - a replicated linear layer: one stored code tensor C read through K
+ * cheap decoders whose outputs are summed (the linear-output combination).
+ *
+ * Replica k decodes code q at (r, c) as a_k[r] * b_k[c] * (q - m + o_k), with
+ * m = (2^bits - 1) / 2 the grid's centre, a_k a per-output-row factor, b_k a
+ * per-input-column factor and o_k a grid offset in steps. The layer is
+ *     W[r, c] = sum_k a_k[r] b_k[c] (q[r, c] - m + o_k),
+ * so y = W x = sum_k a_k .* (Cm (b_k .* x)) + sum_k o_k a_k (b_k . x), with Cm the
+ * centred codes: K passes over the same codes, K times the multiply-adds of one.
+ * The ensemble's scale is the rank-K matrix sum_k a_k b_k^T (BatchEnsemble's form);
+ * the equal combination weights are folded into a_k.
+ *
+ * Collapse: when every b_k is proportional to one vector b (or every a_k to one a),
+ * the sum is again a single decoder (a per-row scale and zero point times a per-
+ * column factor), whatever K is: rq_rep_collapses detects it.
+ *
+ * Packed layout v1 (little-endian), a blob of type RQ_GGML_RQ_PACKED like the
+ * formats of qformat.h, told apart by its magic:
+ *   header, 32 bytes:
+ *     off  0 u8[4] magic "RQR1"
+ *     off  4 u16   version (1..this build's)
+ *     off  6 u16   reserved (0)
+ *     off  8 i64   rows (> 0)
+ *     off 16 i64   cols (> 0)
+ *     off 24 u8    bits (1..8)
+ *     off 25 u8    K (1..RQ_REP_MAX_K)
+ *     off 26 u8    combine (0 = sum of the linear outputs; nothing else yet)
+ *     off 27 u8    reserved (0)
+ *     off 28 u32   reserved (0)
+ *   codes: rows, each ceil(cols*bits/8) bytes, LSB first, zero padding (as qformat.h)
+ *   a:     f16 [K, rows]
+ *   b:     f16 [K, cols]
+ *   o:     f32 [K]
+ * Nothing follows. */
+#ifndef RQ_REPLICA_H
+#define RQ_REPLICA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RQ_REP_MAX_K 64
+#define RQ_REP_HEADER 32
+#define RQ_REP_VERSION 1
+#define RQ_FMT_REP 32 /* the id rq_qformat_peek reports for a replicated blob */
+
+typedef struct {
+    int bits, K;
+    int64_t rows, cols;
+    uint8_t *q;  /* [rows, cols] codes 0..2^bits-1 */
+    uint16_t *a; /* [K, rows] f16 */
+    uint16_t *b; /* [K, cols] f16 */
+    float *o;    /* [K] */
+} rq_rep;
+
+void rq_rep_alloc(rq_rep *t, int bits, int K, int64_t rows, int64_t cols);
+void rq_rep_free(rq_rep *t);
+
+/* Reference dequantization to out[rows, cols]. The K terms of each weight are
+ * added pairwise (K = 4: (t0 + t1) + (t2 + t3)), so K identical replicas whose
+ * a_k is a / K give bit for bit the K = 1 tensor when K is a power of two. */
+void rq_rep_dequant(const rq_rep *t, float *out);
+
+/* Reference replicated product y[rows] = W x, computed as the K decoders would
+ * run it: per replica, u = b_k .* x, z = Cm u (+ o_k sum(u)), y_k = a_k .* z; the
+ * y_k added pairwise as in rq_rep_dequant. Double accumulation inside each z. */
+void rq_rep_matvec(const rq_rep *t, const float *x, float *y);
+
+/* Multiply-adds of one product relative to the K = 1 layer: K. */
+int rq_rep_compute_multiplier(const rq_rep *t);
+
+/* True when the K decoders sum to a single one: all b_k proportional to one
+ * vector, or all a_k proportional to one vector (relative tolerance tol on the
+ * residual of the best rank-1 fit of the stacked factors). */
+bool rq_rep_collapses(const rq_rep *t, double tol);
+
+/* Packed size in bytes (header included) and exact storage in bits: codes (with
+ * row padding), parameters (a, b, o) and header, summing to 8 * size. */
+size_t rq_rep_size(int bits, int K, int64_t rows, int64_t cols);
+typedef struct {
+    int64_t n_weights, code_bits, param_bits, header_bits;
+} rq_rep_bits;
+rq_rep_bits rq_rep_bits_of(int bits, int K, int64_t rows, int64_t cols);
+
+/* Pack into dst (rq_rep_size bytes); refuses codes out of range or non-finite
+ * parameters before writing anything. */
+int rq_rep_pack(const rq_rep *t, uint8_t *dst);
+/* Parse and validate n bytes into out (allocated; free with rq_rep_free). */
+int rq_rep_unpack(const uint8_t *src, size_t n, rq_rep *out);
+/* Header only: bits, K, rows, cols (arrays NULL). */
+int rq_rep_peek(const uint8_t *src, size_t n, rq_rep *hdr_only, int *version);
+/* True when the blob starts with the replicated magic. */
+bool rq_rep_is_blob(const void *src, size_t n);
+
+#endif
