@@ -116,26 +116,32 @@ int main(int argc, char **argv) {
 
     /* replicated layers: codes shared, K decoders a_k b_k^T (+ offsets) */
     rq_grid g = grid2(0, true);
-    for (int metric = 0; metric < 2; metric++)
+    /* metric 0: plain squared error after the rotation (RTN-like); 1: GPTQ fit after
+     * the rotation; 2: GPTQ fit without rotation (the column factors may stand in for it) */
+    for (int metric = 0; metric < 3; metric++)
         for (int K = 1; K <= 8; K *= 2)
             for (int off = 0; off < 2; off++) {
-                if (metric == 0 && off) continue;
+                if (metric != 1 && off) continue;
                 rq_rep_opts o = rq_rep_opts_default();
                 o.K = K;
                 o.vary_offset = off;
                 o.iters = 6;
                 rq_rep t;
                 rq_rep_trace tr;
-                if (rq_rep_fit(metric ? Hr : Hi, Wr, M_, N_, &g, &go, &o, &t, &tr)) {
+                rq_gptq *acc = metric == 0 ? Hi : metric == 1 ? Hr : L.h;
+                if (rq_rep_fit(acc, metric == 2 ? L.w : Wr, M_, N_, &g, &go, &o, &t, &tr)) {
                     fprintf(stderr, "%s\n", rq_error());
                     return 1;
                 }
                 rq_rep_dequant(&t, what);
-                unrotate(Q, what);
+                if (metric != 2) unrotate(Q, what);
                 rq_rep_bits b = rq_rep_bits_of(2, K, M_, N_);
                 char name[128];
-                snprintf(name, sizeof name, "Hadamard + %s, rank-%d factors%s (K=%d replicas)",
-                         metric ? "GPTQ fit" : "RTN fit (MSE)", K, off ? " + offsets" : "", K);
+                snprintf(name, sizeof name, "%s, rank-%d factors%s (K=%d)",
+                         metric == 0   ? "Hadamard + RTN fit (MSE)"
+                         : metric == 1 ? "Hadamard + GPTQ fit"
+                                       : "GPTQ fit, no rotation",
+                         K, off ? " + offsets" : "", K);
                 row(name, (double)(b.code_bits + b.param_bits) / (double)mn, rel_err(what));
                 rq_rep_free(&t);
             }

@@ -436,6 +436,44 @@ static void test_dead_columns(void) {
     layer_free(&L);
 }
 
+/* rq_gptq_quantize_dec with a decoder that is the per-row grid reproduces
+ * rq_gptq_quantize's codes exactly (one shared loop), with and without act-order. */
+typedef struct {
+    const rq_qtensor *t;
+    uint8_t *q;
+} dec_ctx;
+
+static float row_grid_decoder(void *ctx, int64_t r, int64_t c, float w) {
+    dec_ctx *d = ctx;
+    float s = rq_fp16_to_fp32(d->t->scale[r]);
+    int q = rq_grid_code(&d->t->grid, s, 0.0f, w, NULL);
+    d->q[r * d->t->cols + c] = (uint8_t)q;
+    return rq_grid_value(&d->t->grid, s, 0.0f, q);
+}
+
+static void test_decoder_callback(void) {
+    layer L;
+    layer_make(&L, 24, 96, 77);
+    for (int ao = 0; ao < 2; ao++) {
+        rq_grid g = grid(3, true, 0);
+        rq_gptq_opts o = rq_gptq_opts_default();
+        o.act_order = ao;
+        o.block = 32;
+        rq_qtensor ref;
+        REQUIRE(rq_gptq_quantize(L.h, &g, &o, L.w, L.rows, L.cols, 0, 0, &ref) == 0);
+        dec_ctx d = {&ref, rq_calloc((size_t)(L.rows * L.cols), 1)};
+        REQUIRE(rq_gptq_quantize_dec(L.h, &o, L.w, L.rows, L.cols, row_grid_decoder, &d) == 0);
+        CHECKF(!memcmp(d.q, ref.q, (size_t)(L.rows * L.cols)), "act_order %d: codes differ", ao);
+        free(d.q);
+        rq_qtensor_free(&ref);
+    }
+    rq_gptq_opts o = rq_gptq_opts_default();
+    o.damp = -1;
+    CHECK(rq_gptq_quantize_dec(L.h, &o, L.w, L.rows, L.cols, row_grid_decoder, NULL) == -1 &&
+          strstr(rq_error(), "damp"));
+    layer_free(&L);
+}
+
 int main(void) {
     RUN(test_gptq_beats_rtn);
     RUN(test_block_size_invariant);
@@ -448,5 +486,6 @@ int main(void) {
     RUN(test_rtn_bits_and_groups);
     RUN(test_bad_hessian_refused);
     RUN(test_dead_columns);
+    RUN(test_decoder_callback);
     TEST_EXIT();
 }
