@@ -2,7 +2,8 @@
  * replication-synthetic.md) rebuilt in C on repliq's own quantizers, extended
  * with the replicated layer's fit (repfit.h). One synthetic 256 x 512 layer
  * (tests/synth_layer.h), 2-bit symmetric codes; the error is
- * ||(W^ - W) X||^2 / ||W X||^2 on the calibration inputs; bits per weight count
+ * ||(W^ - W) X||^2 / ||W X||^2 on the calibration inputs and on 16,384 held-out
+ * rows from the same distribution; bits per weight count
  * the codes and every parameter at 16 bits (offsets at 32).
  * usage: bench_rep_synth [T=8192] [seed=1] [threads=2] */
 #include <cblas.h>
@@ -19,11 +20,15 @@
 #include "replica.h"
 
 static int64_t M_, N_;
-static const float *H_; /* original-space Hessian */
+static const float *H_, *Ht_; /* original-space Hessians: calibration and held-out inputs */
 static const float *W_;
-static double base_;
+static double base_, base_t_;
+static double last_test_; /* held-out error of the last rel_err call */
 
-static double rel_err(const float *what) { return rq_layer_error(H_, W_, what, M_, N_) / base_; }
+static double rel_err(const float *what) {
+    last_test_ = rq_layer_error(Ht_, W_, what, M_, N_) / base_t_;
+    return rq_layer_error(H_, W_, what, M_, N_) / base_;
+}
 
 /* x <- x Q^T for the m rows of x (back from the rotated basis) */
 static void unrotate(const rq_orth *q, float *x) { rq_orth_apply_t(q, x, M_); }
@@ -37,7 +42,9 @@ static rq_grid grid2(int64_t group, bool mse) {
     return g;
 }
 
-static void row(const char *method, double bpw, double e) { printf("| %-58s | %5.3f | %.4f |\n", method, bpw, e); }
+static void row(const char *method, double bpw, double e) {
+    printf("| %-58s | %5.3f | %.4f | %.4f |\n", method, bpw, e, last_test_);
+}
 
 static double bits_group(int64_t group) { return 2.0 + 16.0 / (double)(group ? group : N_); }
 
@@ -47,11 +54,13 @@ int main(int argc, char **argv) {
     rq_set_threads(argc > 3 ? atoi(argv[3]) : 2);
     synth_layer L;
     M_ = 256, N_ = 512;
-    synth_make(&L, M_, N_, T, seed);
+    synth_make_heldout(&L, M_, N_, T, 16384, seed);
     H_ = rq_gptq_hessian(L.h);
+    Ht_ = rq_gptq_hessian(L.h_test);
     W_ = L.w;
     float *zero = rq_calloc((size_t)(M_ * N_), sizeof(float));
     base_ = rq_layer_error(H_, W_, zero, M_, N_);
+    base_t_ = rq_layer_error(Ht_, W_, zero, M_, N_);
     const size_t mn = (size_t)(M_ * N_);
     float *what = rq_malloc(mn * sizeof *what);
 
@@ -73,7 +82,8 @@ int main(int argc, char **argv) {
 
     printf("synthetic layer %lld x %lld, T = %lld calibration rows, seed %llu; 2-bit symmetric codes\n\n",
            (long long)M_, (long long)N_, (long long)T, (unsigned long long)seed);
-    printf("| method | bits/weight | rel. error |\n|---|---|---|\n");
+    printf(
+        "| method | bits/weight | rel. error (calibration) | rel. error (16,384 held-out rows) |\n|---|---|---|---|\n");
     rq_gptq_opts go = rq_gptq_opts_default();
     rq_qtensor q;
     const int64_t groups[] = {64, 128, 0};

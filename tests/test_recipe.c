@@ -311,7 +311,8 @@ static void test_recipe_files(void) {
         bool quarot = strstr(r.name, "pc-sym") != NULL || !strncmp(r.name, "rep-", 4);
         int rk = 0, rb = 0;
         if (sscanf(r.name, "rep-w%d-k%d", &rb, &rk) == 2)
-            CHECKF(r.base.rep.K == rk && r.base.grid.bits == rb && r.base.rep.vary_out && r.base.rep.vary_in,
+            CHECKF(r.base.rep.K == rk && r.base.grid.bits == rb && r.base.rep.vary_out &&
+                       r.base.rep.vary_in == !strstr(r.name, "-rows"), /* -rows: row factors only */
                    "%s: K %d bits %d", e->d_name, r.base.rep.K, r.base.grid.bits);
         else if (strstr(r.name, "-adapt")) /* K per tensor by overrides (scripts/rep_adaptive.py) */
             CHECKF(r.base.rep.K >= 1 && r.n_ov > 0 && (r.ov[0].set & RQ_OV_REPLICATE), "%s", e->d_name);
@@ -329,7 +330,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 32, "%d recipe files", n);
+    CHECKF(n == 34, "%d recipe files", n);
 }
 
 int main(void) {

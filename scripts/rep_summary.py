@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""The layer-replication table: for each replicated row of the quantization
+results (scripts/quant_table.sh, llamacpp protocol), its compute multiplier,
+bits per weight, perplexity, KL and NLL difference to the reference, the paired
+NLL difference to the per-row GPTQ file at the same bits (same rotation), and
+how much of the gap from that file to the next bit width it closes.
+
+  scripts/rep_summary.py CACHE_QUANT_DIR RESULTS.jsonl [CACHE_QUANT_DIR RESULTS.jsonl ...]
+
+CACHE_QUANT_DIR holds the files, their --tensor-log and --nll-save outputs
+(~/.cache/repliq/quant/<tag>); the tag names the rotation in the table."""
+import json
+import math
+import os
+import re
+import sys
+
+
+def load_rows(path):
+    rows = {}
+    for line in open(path):
+        r = json.loads(line)
+        rows[r["label"]] = r
+    return rows
+
+
+def nll(path):
+    return [float(x) for x in open(path)] if os.path.exists(path) else None
+
+
+def paired(a, b):
+    d = [y - x for x, y in zip(a, b)]
+    n = len(d)
+    m = sum(d) / n
+    se = math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1) / n)
+    return m, se
+
+
+def compute_multiplier(qdir, label, k):
+    log = os.path.join(qdir, label.split("@")[0] + ".tensors.jsonl")
+    if os.path.exists(log):
+        ts = [json.loads(x) for x in open(log)]
+        macs = sum(t["rows"] * t["cols"] for t in ts)
+        return sum(t["rows"] * t["cols"] * max(t["k"], 1) for t in ts) / macs
+    return float(k)
+
+
+print("| rotation | bits | K | compute × | bpw (linear) | PPL | KL | ΔNLL vs ref ± se | ΔNLL vs per-row GPTQ ± se "
+      "(paired) | gap to next bit width closed |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+args = sys.argv[1:]
+for qdir, res in zip(args[::2], args[1::2]):
+    rows = load_rows(res)
+    tag = os.path.basename(qdir.rstrip("/"))
+    rot = "RH" if "-rh-" in tag else "RO" if "-ro-" in tag else "DFRot" if "-dfrot-" in tag else "none"
+    for label, r in rows.items():
+        m = re.match(r"(rep-w(\d)-(k(\d+)(-rows)?|adapt[\w-]*)|gptq-w(\d)pc-sym)(\.n\d+)?$", label)
+        if not m:
+            continue
+        if m.group(6):
+            bits, k, name = int(m.group(6)), 0, "per-row GPTQ"
+        else:
+            bits = int(m.group(2))
+            k = int(m.group(4)) if m.group(4) else -1
+            name = (f"{k} (row factors only)" if m.group(5) else str(k)) if k > 0 else "adaptive"
+        sfx = m.group(7) or ""
+        L = r["llamacpp"]
+        base = rows.get(f"gptq-w{bits}pc-sym{sfx}")
+        nxt = rows.get(f"gptq-w{bits + 1}pc-sym{sfx}")
+        pair = "—"
+        if base and label != base["label"]:
+            a = nll(os.path.join(qdir, f"{base['label']}.l{L['chunks']}.nll"))
+            b = nll(os.path.join(qdir, f"{label}.l{L['chunks']}.nll"))
+            if a and b and len(a) == len(b):
+                d, se = paired(a, b)
+                verdict = "better" if d < -2 * se else "worse" if d > 2 * se else "n.s."
+                pair = f"{d:+.4f} ± {se:.4f} ({verdict})"
+        gap = "—"
+        if base and nxt and label != base["label"] and base["llamacpp"]["dnll"] > nxt["llamacpp"]["dnll"]:
+            g = (base["llamacpp"]["dnll"] - L["dnll"]) / (base["llamacpp"]["dnll"] - nxt["llamacpp"]["dnll"])
+            gap = f"{100 * g:.1f}%"
+        cm = 1.0 if k == 0 else compute_multiplier(qdir, label, k)
+        print(f'| {rot} | W{bits} | {name} | {cm:.2f} | {r["quant"]["linear"]["bpw"]:.4f} | {L["ppl"]:.3f} | '
+              f'{L["kl"]:.4f} | {L["dnll"]:+.4f} ± {L["dnll_stderr"]:.4f} | {pair} | {gap} |')
+first = next(iter(load_rows(args[1]).values()))
+print(f'\nWikiText-2 test, llamacpp protocol: {first["llamacpp"]["chunks"]} chunks of {first["llamacpp"]["ctx"]} '
+      f'({first["llamacpp"]["tokens"]} scored tokens); reference = the packaged model dequantized to f32; '
+      f'calibration {first["quant"]["calib_tokens"]} C4 tokens; machine: {first["machine"]}.')
