@@ -46,8 +46,8 @@ def compute_multiplier(qdir, label, k):
 
 
 print("| rotation | bits | K | compute × | bpw (linear) | PPL | KL | ΔNLL vs ref ± se | ΔNLL vs per-row GPTQ ± se "
-      "(paired) | gap to next bit width closed |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+      "(paired) | ΔNLL vs K=1 ± se (paired) | gap to next bit width closed |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 args = sys.argv[1:]
 for qdir, res in zip(args[::2], args[1::2]):
     rows = load_rows(res)
@@ -67,21 +67,26 @@ for qdir, res in zip(args[::2], args[1::2]):
         L = r["llamacpp"]
         base = rows.get(f"gptq-w{bits}pc-sym{sfx}")
         nxt = rows.get(f"gptq-w{bits + 1}pc-sym{sfx}")
-        pair = "—"
-        if base and label != base["label"]:
-            a = nll(os.path.join(qdir, f"{base['label']}.l{L['chunks']}.nll"))
+        def pair_with(other):
+            if not other or label == other["label"]:
+                return "—"
+            a = nll(os.path.join(qdir, f"{other['label']}.l{L['chunks']}.nll"))
             b = nll(os.path.join(qdir, f"{label}.l{L['chunks']}.nll"))
-            if a and b and len(a) == len(b):
-                d, se = paired(a, b)
-                verdict = "better" if d < -2 * se else "worse" if d > 2 * se else "n.s."
-                pair = f"{d:+.4f} ± {se:.4f} ({verdict})"
+            if not (a and b and len(a) == len(b)):
+                return "—"
+            d, se = paired(a, b)
+            verdict = "better" if d < -2 * se else "worse" if d > 2 * se else "n.s."
+            return f"{d:+.4f} ± {se:.4f} ({verdict})"
+
+        pair = pair_with(base)
+        pair1 = pair_with(rows.get(f"rep-w{bits}-k1{sfx}")) if k != 0 else "—"
         gap = "—"
         if base and nxt and label != base["label"] and base["llamacpp"]["dnll"] > nxt["llamacpp"]["dnll"]:
             g = (base["llamacpp"]["dnll"] - L["dnll"]) / (base["llamacpp"]["dnll"] - nxt["llamacpp"]["dnll"])
             gap = f"{100 * g:.1f}%"
         cm = 1.0 if k == 0 else compute_multiplier(qdir, label, k)
         print(f'| {rot} | W{bits} | {name} | {cm:.2f} | {r["quant"]["linear"]["bpw"]:.4f} | {L["ppl"]:.3f} | '
-              f'{L["kl"]:.4f} | {L["dnll"]:+.4f} ± {L["dnll_stderr"]:.4f} | {pair} | {gap} |')
+              f'{L["kl"]:.4f} | {L["dnll"]:+.4f} ± {L["dnll_stderr"]:.4f} | {pair} | {pair1} | {gap} |')
 first = next(iter(load_rows(args[1]).values()))
 print(f'\nWikiText-2 test, llamacpp protocol: {first["llamacpp"]["chunks"]} chunks of {first["llamacpp"]["ctx"]} '
       f'({first["llamacpp"]["tokens"]} scored tokens); reference = the packaged model dequantized to f32; '

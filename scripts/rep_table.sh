@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Layer replication on MODEL (default smollm2-135m): per-row GPTQ baselines and
+# replicated fits at W1/W2/W3 on the RH-rotated model (scripts/rot_table.sh), the
+# adaptive-K recipe from the W1 runs' per-tensor logs (scripts/rep_adaptive.py, 2x
+# compute), W2 without rotation, and K=1 vs K=2 at 4x the calibration tokens; then
+# the table (scripts/rep_summary.py). llamacpp protocol only, CHUNKS chunks of 512.
+#   REPLIQ_DATA=../shared/data scripts/rep_table.sh [MODEL] [CHUNKS]
+# About 2.5 hours on 2 cores for SmolLM2 at 40 chunks. Files already in the cache are reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model=${1:-smollm2-135m} chunks=${2:-40}
+export CALIB_N=${CALIB_N:-4} LLAMACPP_ONLY=1
+cache=${REPLIQ_CACHE:-$HOME/.cache/repliq}
+q=$cache/quant/$model-rh-s${ROT_SEED:-0}
+scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/gptq-w1pc-sym.json recipes/gptq-w2pc-sym.json \
+    recipes/gptq-w3pc-sym.json recipes/rep-w2-k1.json recipes/rep-w2-k2.json recipes/rep-w2-k4.json \
+    recipes/rep-w2-k8.json recipes/rep-w2-k1-rows.json recipes/rep-w1-k1.json recipes/rep-w1-k4.json \
+    recipes/rep-w3-k1.json
+adapt=recipes/rep-w1-adapt2x-${model%%-*}-rh.json
+python3 scripts/rep_adaptive.py recipes/rep-w1-k1.json 2 "$adapt" "$q/rep-w1-k1.n$CALIB_N.tensors.jsonl" \
+    "$q/rep-w1-k4.n$CALIB_N.tensors.jsonl"
+scripts/rot_table.sh "$model" "$chunks" 5 rh "$adapt"
+scripts/rot_table.sh "$model" "$chunks" 5 none recipes/gptq-w2pc-sym.json recipes/gptq-w3pc-sym.json \
+    recipes/rep-w2-k1.json recipes/rep-w2-k4.json
+CALIB_N=$((4 * CALIB_N)) scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/rep-w2-k1.json recipes/rep-w2-k2.json
+python3 scripts/rep_summary.py "$q" "results/quant-$model-rh-s${ROT_SEED:-0}-l$chunks-g5.jsonl" \
+    "$cache/quant/$model" "results/quant-$model-l$chunks-g5.jsonl"
