@@ -45,9 +45,9 @@ def compute_multiplier(qdir, label, k):
     return float(k)
 
 
-print("| rotation | bits | K | compute × | bpw (linear) | PPL | KL | ΔNLL vs ref ± se | ΔNLL vs per-row GPTQ ± se "
+print("| rotation | bits | K | calib. tokens | compute × | bpw (linear) | PPL | KL | ΔNLL vs ref ± se | ΔNLL vs per-row GPTQ ± se "
       "(paired) | ΔNLL vs K=1 ± se (paired) | gap to next bit width closed |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 args = sys.argv[1:]
 for qdir, res in zip(args[::2], args[1::2]):
     rows = load_rows(res)
@@ -85,9 +85,9 @@ for qdir, res in zip(args[::2], args[1::2]):
             g = (base["llamacpp"]["dnll"] - L["dnll"]) / (base["llamacpp"]["dnll"] - nxt["llamacpp"]["dnll"])
             gap = f"{100 * g:.1f}%"
         cm = 1.0 if k == 0 else compute_multiplier(qdir, label, k)
-        print(f'| {rot} | W{bits} | {name} | {cm:.2f} | {r["quant"]["linear"]["bpw"]:.4f} | {L["ppl"]:.3f} | '
+        print(f'| {rot} | W{bits} | {name} | {r["quant"]["calib_tokens"]} | {cm:.2f} | {r["quant"]["linear"]["bpw"]:.4f} | {L["ppl"]:.3f} | '
               f'{L["kl"]:.4f} | {L["dnll"]:+.4f} ± {L["dnll_stderr"]:.4f} | {pair} | {pair1} | {gap} |')
 first = next(iter(load_rows(args[1]).values()))
 print(f'\nWikiText-2 test, llamacpp protocol: {first["llamacpp"]["chunks"]} chunks of {first["llamacpp"]["ctx"]} '
       f'({first["llamacpp"]["tokens"]} scored tokens); reference = the packaged model dequantized to f32; '
-      f'calibration {first["quant"]["calib_tokens"]} C4 tokens; machine: {first["machine"]}.')
+      f'C4 calibration, seed 0; machine: {first["machine"]}.')
