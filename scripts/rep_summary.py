@@ -54,7 +54,7 @@ for qdir, res in zip(args[::2], args[1::2]):
     tag = os.path.basename(qdir.rstrip("/"))
     rot = "RH" if "-rh-" in tag else "RO" if "-ro-" in tag else "DFRot" if "-dfrot-" in tag else "none"
     for label, r in rows.items():
-        m = re.match(r"(rep-w(\d)-(k(\d+)(-rows)?|adapt[\w-]*)|gptq-w(\d)pc-sym)(\.n\d+)?$", label)
+        m = re.match(r"(rep-w(\d)-(k(\d+)(-rows|-i\d+)?|adapt[\w-]*)|gptq-w(\d)pc-sym)(\.n\d+)?$", label)
         if not m:
             continue
         if m.group(6):
@@ -62,7 +62,8 @@ for qdir, res in zip(args[::2], args[1::2]):
         else:
             bits = int(m.group(2))
             k = int(m.group(4)) if m.group(4) else -1
-            name = (f"{k} (row factors only)" if m.group(5) else str(k)) if k > 0 else "adaptive"
+            var = {"-rows": " (row factors only)", None: ""}.get(m.group(5), f" ({(m.group(5) or '')[2:]} rounds)")
+            name = f"{k}{var}" if k > 0 else "adaptive"
         sfx = m.group(7) or ""
         L = r["llamacpp"]
         base = rows.get(f"gptq-w{bits}pc-sym{sfx}")

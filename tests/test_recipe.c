@@ -330,7 +330,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 34, "%d recipe files", n);
+    CHECKF(n == 35, "%d recipe files", n);
 }
 
 int main(void) {
