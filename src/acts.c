@@ -371,23 +371,9 @@ int rq_acts_write_json(const rq_acts *a, const struct rq_tokenizer *tok, const c
 }
 
 int rq_acts_save_json(const rq_acts *a, const struct rq_tokenizer *tok, const char *text, const char *path) {
-    size_t len = strlen(path);
-    char *tmp = rq_malloc(len + 5);
-    memcpy(tmp, path, len);
-    memcpy(tmp + len, ".tmp", 5);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        rq_fail("cannot create %s: %s; check that the folder exists and is writable", tmp, strerror(errno));
-        free(tmp);
-        return -1;
-    }
-    int rc = rq_acts_write_json(a, tok, text, f);
-    if (fclose(f) != 0 && !rc) rc = rq_fail("cannot write %s: %s", tmp, strerror(errno));
-    if (!rc && rename(tmp, path) != 0) rc = rq_fail("cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    if (rc) {
-        unlink(tmp);
-        rq_fail_ctx("saving the activation statistics to %s", path);
-    }
-    free(tmp);
-    return rc;
+    rq_tmpfile t;
+    if (rq_tmpfile_open(&t, path)) return rq_fail_ctx("saving the activation statistics");
+    int rc = rq_acts_write_json(a, tok, text, t.f);
+    if (rq_tmpfile_close(&t, rc == 0)) return rq_fail_ctx("saving the activation statistics to %s", path);
+    return 0;
 }

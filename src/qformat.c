@@ -266,7 +266,7 @@ void rq_pack_codes(const uint8_t *q, int64_t n, int bits, uint8_t *dst) {
     }
 }
 
-/* The inverse of pack_row; -1 when the padding bits after the last code are not zero. */
+/* The inverse of rq_pack_codes; -1 when the padding bits after the last code are not zero. */
 int rq_unpack_codes(const uint8_t *src, int64_t n, int bits, uint64_t row_bytes, uint8_t *q) {
     unsigned mask = (1u << bits) - 1;
     for (int64_t i = 0; i < n; i++) {

@@ -64,8 +64,6 @@ static const char *method_name(rq_method m) {
  * layer's Hessian, store them as one blob, leave the dequantized sum in w. */
 static int replicate_tensor(qstate *s, const char *name, const rq_tensor_recipe *tr, const rq_gguf_tensor *src,
                             float *w, int64_t rows, int64_t cols, rq_gptq *H) {
-    if (tr->method != RQ_METHOD_GPTQ || !H) /* refused up front by rq_quantize_model */
-        return rq_fail("%s: replication needs GPTQ and the layer's inputs", name);
     rq_rep_opts o = tr->rep;
     o.seed ^= s->r->seed ^ name_stream(name);
     rq_rep t;
@@ -73,6 +71,7 @@ static int replicate_tensor(qstate *s, const char *name, const rq_tensor_recipe 
     double t0 = rq_time();
     if (rq_rep_fit(H, w, rows, cols, &tr->grid, &tr->gptq, &o, &t, &trace)) return rq_fail_ctx("quantizing '%s'", name);
     double rel = trace.J_zero > 0 ? trace.J_final / trace.J_zero : 0;
+    double rel_start = trace.J_zero > 0 ? trace.J_init / trace.J_zero : -1;
     s->err_sum += rel;
     s->err_n++;
     out_tensor *ot = &s->out[src - s->g->tensors];
@@ -87,13 +86,12 @@ static int replicate_tensor(qstate *s, const char *name, const rq_tensor_recipe 
         for (int i = 1; i < trace.n; i++)
             kept += trace.kept[i];
         fprintf(stderr,
-                "  %-28s rep  %db K=%-2d %s %7.4f bpw  rel.err %.5f (GPTQ start %.5f, %d/%d steps kept, %.1fs)%s\n",
-                name, t.bits, t.K, "     ", 8.0 * (double)ot->blob_len / (double)(rows * cols), rel,
-                trace.J_zero > 0 ? trace.J_init / trace.J_zero : 0, kept, trace.n - 1, rq_time() - t0,
+                "  %-28s rep  %db K=%-2d       %7.4f bpw  rel.err %.5f (GPTQ start %.5f, %d/%d steps kept, %.1fs)%s\n",
+                name, t.bits, t.K, 8.0 * (double)ot->blob_len / (double)(rows * cols), rel, rel_start, kept,
+                trace.n - 1, rq_time() - t0,
                 t.K > 1 && rq_rep_collapses(&t, 1e-3) ? "  [replicas collapsed into one decoder]" : "");
     }
-    report_tensor(s, name, rows, cols, t.bits, t.K, ot->blob_len, rel,
-                  trace.J_zero > 0 ? trace.J_init / trace.J_zero : -1, rq_time() - t0);
+    report_tensor(s, name, rows, cols, t.bits, t.K, ot->blob_len, rel, rel_start, rq_time() - t0);
     rq_rep_dequant(&t, w);
     rq_rep_free(&t);
     return 0;

@@ -166,8 +166,6 @@ static int check_dups(const char *src, const char *where, const cJSON *obj) {
 
 /* ---- per-tensor keys ----------------------------------------------------------- */
 
-/* Parse j (named j->string) into t when it is a per-tensor key and add its bit to
- * *set. Returns 1 if parsed, 0 if the key is not a per-tensor key, -1 on error. */
 /* "replicate": {"k": K, "vary": ["out", "in", "offset"], "iters": N, "spread": S,
  * "combine": "linear"}; null or k = 0 turns replication off. */
 static int parse_replicate(const char *src, const char *key, const cJSON *obj, rq_rep_opts *o) {
@@ -234,6 +232,8 @@ static int parse_replicate(const char *src, const char *key, const cJSON *obj, r
     return 0;
 }
 
+/* Parse j (named j->string) into t when it is a per-tensor key and add its bit to
+ * *set. Returns 1 if parsed, 0 if the key is not a per-tensor key, -1 on error. */
 static int parse_tensor_key(const char *src, const char *where, const cJSON *j, rq_tensor_recipe *t, uint32_t *set) {
     uint32_t bit = 0;
     for (size_t i = 0; i < N_TKEYS; i++)

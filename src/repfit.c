@@ -47,11 +47,6 @@ static double objective(fit *f) {
     return rq_layer_error(f->H, f->W, f->what, f->rows, f->cols);
 }
 
-static void to_floats(const uint16_t *h, int64_t n, float *out) {
-    for (int64_t i = 0; i < n; i++)
-        out[i] = rq_fp16_to_fp32(h[i]);
-}
-
 /* Solve the symmetric positive semi-definite system G x = g (n x n, double, G and
  * g overwritten) with a small ridge; -1 when it fails. */
 static int solve_spd(double *G, double *g, int n) {
@@ -106,7 +101,7 @@ static void a_step(fit *f, bool vary) {
     rq_rep *t = f->t;
     const int K = t->K;
     float *Bf = rq_malloc((size_t)(K * f->cols) * sizeof *Bf);
-    to_floats(t->b, K * f->cols, Bf);
+    rq_fp16_to_fp32_n(t->b, K * f->cols, Bf);
     astate s = {f, Bf, rq_malloc((size_t)(f->rows * K * K) * sizeof(double)),
                 rq_malloc((size_t)(f->rows * K) * sizeof(double)), 0};
     for (int k = 0; k < K; k++) {
@@ -149,7 +144,7 @@ static void b_one(fit *f, int k) {
     const int64_t R = f->rows, C = f->cols;
     float *Af = rq_malloc((size_t)R * sizeof *Af), *A = rq_malloc((size_t)(C * C) * sizeof *A);
     float *rhs = rq_calloc((size_t)C, sizeof *rhs);
-    to_floats(t->a + k * R, R, Af);
+    rq_fp16_to_fp32_n(t->a + k * R, R, Af);
     rq_rep_dequant(t, f->what);
     /* S1 = Z = diag(a_k) (q - m + o_k); S2 = R = W - W^ + W^_k */
     for (int64_t r = 0; r < R; r++)
@@ -213,8 +208,8 @@ static void o_step(fit *f) {
                 0.0f, f->S2, (int)C); /* S2 = (W - codes part) H */
     float *Af = rq_malloc((size_t)(K * R) * sizeof *Af), *Bf = rq_malloc((size_t)(K * C) * sizeof *Bf);
     float *HB = rq_malloc((size_t)(K * C) * sizeof *HB), *v = rq_malloc((size_t)R * sizeof *v);
-    to_floats(t->a, K * R, Af);
-    to_floats(t->b, K * C, Bf);
+    rq_fp16_to_fp32_n(t->a, K * R, Af);
+    rq_fp16_to_fp32_n(t->b, K * C, Bf);
     double G[RQ_REP_MAX_K * RQ_REP_MAX_K], g[RQ_REP_MAX_K];
     for (int k = 0; k < K; k++) {
         cblas_ssymv(CblasRowMajor, CblasUpper, (int)C, 1.0f, f->H, (int)C, Bf + k * C, 1, 0.0f, HB + k * C, 1);
@@ -274,8 +269,8 @@ static int c_step(fit *f, rq_gptq *h, const rq_gptq_opts *go, uint8_t *newq) {
     const int64_t R = f->rows, C = f->cols;
     float *Af = rq_malloc((size_t)(K * R) * sizeof *Af), *AOf = rq_malloc((size_t)(K * R) * sizeof *AOf);
     float *Bf = rq_malloc((size_t)(K * C) * sizeof *Bf);
-    to_floats(t->a, K * R, Af);
-    to_floats(t->b, K * C, Bf);
+    rq_fp16_to_fp32_n(t->a, K * R, Af);
+    rq_fp16_to_fp32_n(t->b, K * C, Bf);
     for (int k = 0; k < K; k++)
         for (int64_t r = 0; r < R; r++)
             AOf[k * R + r] = Af[k * R + r] * t->o[k];

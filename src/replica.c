@@ -2,6 +2,7 @@
  * replicated product, the collapse test and the packed layout of replica.h. */
 #include "replica.h"
 
+#include <lapacke.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,10 +51,8 @@ static float centre(int bits) { return (float)((1 << bits) - 1) * 0.5f; }
 void rq_rep_dequant(const rq_rep *t, float *out) {
     const float m = centre(t->bits);
     float *a = rq_malloc((size_t)(t->K * t->rows) * sizeof *a), *b = rq_malloc((size_t)(t->K * t->cols) * sizeof *b);
-    for (int64_t i = 0; i < t->K * t->rows; i++)
-        a[i] = rq_fp16_to_fp32(t->a[i]);
-    for (int64_t i = 0; i < t->K * t->cols; i++)
-        b[i] = rq_fp16_to_fp32(t->b[i]);
+    rq_fp16_to_fp32_n(t->a, t->K * t->rows, a);
+    rq_fp16_to_fp32_n(t->b, t->K * t->cols, b);
     float term[RQ_REP_MAX_K];
     for (int64_t r = 0; r < t->rows; r++)
         for (int64_t c = 0; c < t->cols; c++) {
@@ -98,39 +97,23 @@ void rq_rep_matvec(const rq_rep *t, const float *x, float *y) {
 int rq_rep_compute_multiplier(const rq_rep *t) { return t->K; }
 
 /* Whether the K vectors v_k[0..n) (f16, stacked) are all proportional to one
- * vector: the residual of their best rank-1 approximation, by power iteration on
- * the K x K Gram matrix, is at most tol^2 of their total energy. */
+ * vector: the residual of their best rank-1 approximation (total energy minus the
+ * K x K Gram matrix's largest eigenvalue, from LAPACK) is at most tol^2 of their
+ * total energy. */
 static bool rank1(const uint16_t *v, int K, int64_t n, double tol) {
-    double G[RQ_REP_MAX_K][RQ_REP_MAX_K], tot = 0;
+    double G[RQ_REP_MAX_K * RQ_REP_MAX_K], ev[RQ_REP_MAX_K], tot = 0;
     for (int i = 0; i < K; i++)
         for (int j = 0; j <= i; j++) {
             double s = 0;
             for (int64_t c = 0; c < n; c++)
                 s += (double)rq_fp16_to_fp32(v[i * n + c]) * rq_fp16_to_fp32(v[j * n + c]);
-            G[i][j] = G[j][i] = s;
+            G[i * K + j] = G[j * K + i] = s;
         }
     for (int i = 0; i < K; i++)
-        tot += G[i][i];
+        tot += G[i * K + i];
     if (tot == 0) return true;
-    double x[RQ_REP_MAX_K], y[RQ_REP_MAX_K], lam = 0;
-    for (int i = 0; i < K; i++)
-        x[i] = 1.0 / sqrt((double)K);
-    for (int it = 0; it < 500; it++) { /* x stays a unit vector; lam = x^T G x */
-        double nrm = 0;
-        lam = 0;
-        for (int i = 0; i < K; i++) {
-            y[i] = 0;
-            for (int j = 0; j < K; j++)
-                y[i] += G[i][j] * x[j];
-            nrm += y[i] * y[i];
-            lam += x[i] * y[i];
-        }
-        nrm = sqrt(nrm);
-        if (nrm == 0) break;
-        for (int i = 0; i < K; i++)
-            x[i] = y[i] / nrm;
-    }
-    return tot - lam <= tol * tol * tot;
+    if (LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'N', 'U', K, G, K, ev) != 0) return false;
+    return tot - ev[K - 1] <= tol * tol * tot; /* eigenvalues ascending */
 }
 
 bool rq_rep_collapses(const rq_rep *t, double tol) {

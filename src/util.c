@@ -112,6 +112,32 @@ void rq_unmap_file(const void *base, size_t size) {
     if (base) munmap((void *)base, size);
 }
 
+int rq_tmpfile_open(rq_tmpfile *t, const char *path) {
+    size_t len = strlen(path);
+    t->path = rq_strdup(path);
+    t->tmp = rq_malloc(len + 5);
+    memcpy(t->tmp, path, len);
+    memcpy(t->tmp + len, ".tmp", 5);
+    t->f = fopen(t->tmp, "w");
+    if (t->f) return 0;
+    rq_fail("cannot create %s: %s; check that the folder exists and is writable", t->tmp, strerror(errno));
+    free(t->path);
+    free(t->tmp);
+    return -1;
+}
+
+int rq_tmpfile_close(rq_tmpfile *t, bool ok) {
+    int rc = 0;
+    if (ok && ferror(t->f)) rc = rq_fail("cannot write %s", t->tmp);
+    if (fclose(t->f) != 0 && ok && !rc) rc = rq_fail("cannot write %s: %s", t->tmp, strerror(errno));
+    if (ok && !rc && rename(t->tmp, t->path) != 0)
+        rc = rq_fail("cannot rename %s to %s: %s", t->tmp, t->path, strerror(errno));
+    if (!ok || rc) unlink(t->tmp);
+    free(t->path);
+    free(t->tmp);
+    return ok ? rc : -1;
+}
+
 int rq_read_file(const char *path, char **data, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return rq_fail("cannot open '%s': %s", path, strerror(errno));
@@ -162,6 +188,11 @@ float rq_fp16_to_fp32(uint16_t h) {
         return sign ? -v : v;
     }
     return rq_f32_from_bits(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+void rq_fp16_to_fp32_n(const uint16_t *h, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++)
+        out[i] = rq_fp16_to_fp32(h[i]);
 }
 
 uint16_t rq_fp32_to_fp16(float f) {

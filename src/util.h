@@ -3,8 +3,10 @@
 #ifndef RQ_UTIL_H
 #define RQ_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* Every fallible function returns 0 on success and -1 on failure; the failure's
  * message (what, where, what to do) is kept per thread and read by rq_error(). */
@@ -39,11 +41,23 @@ void rq_unmap_file(const void *base, size_t size);
 /* Whole-file read into a NUL-terminated buffer. */
 int rq_read_file(const char *path, char **data, size_t *len);
 
+/* A file written whole or not at all: rq_tmpfile_open creates PATH.tmp for
+ * writing (t->f); rq_tmpfile_close closes it and, when ok and every write
+ * succeeded, renames it over PATH; otherwise it removes it and PATH is left as
+ * it was. When ok is false the caller's error message is kept. */
+typedef struct {
+    FILE *f;
+    char *path, *tmp;
+} rq_tmpfile;
+int rq_tmpfile_open(rq_tmpfile *t, const char *path);
+int rq_tmpfile_close(rq_tmpfile *t, bool ok);
+
 /* Exact conversions between binary16 / bfloat16 and binary32. */
 int rq_cmp_float(const void *a, const void *b); /* qsort comparator, floats ascending */
 uint32_t rq_f32_bits(float f);                  /* the IEEE bits of f */
 float rq_f32_from_bits(uint32_t u);
 float rq_fp16_to_fp32(uint16_t h);
+void rq_fp16_to_fp32_n(const uint16_t *h, int64_t n, float *out);
 uint16_t rq_fp32_to_fp16(float f); /* round to nearest even */
 float rq_bf16_to_fp32(uint16_t h);
 uint16_t rq_fp32_to_bf16(float f); /* round to nearest even */

@@ -15,17 +15,10 @@
 #define CALIB_DEFAULT_FILE "c4-en-validation-sample-2000.jsonl.xz"
 
 static int write_text(const char *path, const char *text, size_t len) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return rq_fail("cannot write '%s': %s", tmp, strerror(errno));
-    int bad = fwrite(text, 1, len, f) != len;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path)) {
-        remove(tmp);
-        return rq_fail("cannot write '%s'", path);
-    }
-    return 0;
+    rq_tmpfile t;
+    if (rq_tmpfile_open(&t, path)) return -1;
+    fwrite(text, 1, len, t.f); /* a short write sets the stream's error, which close checks */
+    return rq_tmpfile_close(&t, true);
 }
 
 int cmd_calib(int argc, char **argv) {

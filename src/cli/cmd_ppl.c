@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 #include "forward.h"
@@ -17,18 +16,11 @@
  * two runs on the same tokens can be compared pairwise later
  * (scripts/paired_nll.py). Written to a temporary name, then renamed. */
 static int save_nll(const char *path, const rq_ppl_result *r) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return rq_fail("cannot write --nll-save file '%s'", tmp);
-    int bad = 0;
+    rq_tmpfile t;
+    if (rq_tmpfile_open(&t, path)) return rq_fail_ctx("--nll-save");
     for (int64_t i = 0; i < r->n_scored; i++)
-        bad |= fprintf(f, "%.9g\n", (double)r->nll[i]) < 0;
-    if (fclose(f) != 0 || bad || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return rq_fail("cannot write --nll-save file '%s'", path);
-    }
-    return 0;
+        fprintf(t.f, "%.9g\n", (double)r->nll[i]);
+    return rq_tmpfile_close(&t, true) ? rq_fail_ctx("--nll-save") : 0;
 }
 
 int cmd_ppl(int argc, char **argv) {

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 #include "forward.h"
@@ -47,30 +46,18 @@ int cmd_quantize(int argc, char **argv) {
     long long seed = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-m"))
-            model = cli_val("quantize", argc, argv, &i);
-        else if (!strcmp(a, "--recipe"))
-            recipe = cli_val("quantize", argc, argv, &i);
-        else if (!strcmp(a, "-o"))
-            out = cli_val("quantize", argc, argv, &i);
-        else if (!strcmp(a, "-f"))
-            calib = cli_val("quantize", argc, argv, &i);
-        else if (!strcmp(a, "-t"))
-            threads = cli_int("quantize", a, cli_val("quantize", argc, argv, &i), 1);
-        else if (!strcmp(a, "-n"))
-            calib_n = cli_int("quantize", a, cli_val("quantize", argc, argv, &i), 1);
-        else if (!strcmp(a, "-L"))
-            calib_len = cli_int("quantize", a, cli_val("quantize", argc, argv, &i), 16);
-        else if (!strcmp(a, "--seed"))
-            seed = cli_int("quantize", a, cli_val("quantize", argc, argv, &i), 0);
-        else if (!strcmp(a, "--json"))
-            json = 1;
-        else if (!strcmp(a, "--tensor-log"))
-            tlog = cli_val("quantize", argc, argv, &i);
-        else if (!strcmp(a, "--quiet"))
-            quiet = 1;
-        else if (!strcmp(a, "--measure"))
-            measure = 1;
+        if (!strcmp(a, "-m")) model = cli_val("quantize", argc, argv, &i);
+        else if (!strcmp(a, "--recipe")) recipe = cli_val("quantize", argc, argv, &i);
+        else if (!strcmp(a, "-o")) out = cli_val("quantize", argc, argv, &i);
+        else if (!strcmp(a, "-f")) calib = cli_val("quantize", argc, argv, &i);
+        else if (!strcmp(a, "-t")) threads = cli_int("quantize", a, cli_val("quantize", argc, argv, &i), 1);
+        else if (!strcmp(a, "-n")) calib_n = cli_int("quantize", a, cli_val("quantize", argc, argv, &i), 1);
+        else if (!strcmp(a, "-L")) calib_len = cli_int("quantize", a, cli_val("quantize", argc, argv, &i), 16);
+        else if (!strcmp(a, "--seed")) seed = cli_int("quantize", a, cli_val("quantize", argc, argv, &i), 0);
+        else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--tensor-log")) tlog = cli_val("quantize", argc, argv, &i);
+        else if (!strcmp(a, "--quiet")) quiet = 1;
+        else if (!strcmp(a, "--measure")) measure = 1;
         else {
             fprintf(stderr, "repliq quantize: unknown option '%s'\n", a);
             return 2;
@@ -92,32 +79,25 @@ int cmd_quantize(int argc, char **argv) {
     if (calib_len) r.calib_len = calib_len;
     if (seed >= 0) r.seed = (uint64_t)seed;
     const char *cal = NULL;
-    if (rq_resolve_data(calib ? calib : DEFAULT_CALIB, cpath, sizeof cpath) == 0)
-        cal = cpath;
+    if (rq_resolve_data(calib ? calib : DEFAULT_CALIB, cpath, sizeof cpath) == 0) cal = cpath;
     else if (calib) {
         rq_recipe_free(&r);
         return cli_die("quantize", rq_error());
     }
     rq_set_threads(threads);
     rq_quant_job job = {.model = mpath, .calib_path = cal, .out_path = out, .verbose = !quiet, .measure = measure};
-    FILE *tf = NULL;
-    char ttmp[4096];
+    rq_tmpfile tf = {0};
     if (tlog) {
-        snprintf(ttmp, sizeof ttmp, "%s.tmp", tlog);
-        if (!(tf = fopen(ttmp, "w"))) {
+        if (rq_tmpfile_open(&tf, tlog)) {
             rq_recipe_free(&r);
-            return cli_die("quantize", "cannot write the tensor log (check --tensor-log's folder)");
+            return cli_die("quantize", rq_error());
         }
         job.on_tensor = log_tensor;
-        job.on_tensor_ctx = tf;
+        job.on_tensor_ctx = tf.f;
     }
     rq_quant_report rep;
     int rc = rq_quantize_model(&job, &r, &rep);
-    if (tf) {
-        fclose(tf);
-        if (rc == 0 && rename(ttmp, tlog) != 0) rc = rq_fail("cannot rename %s to %s", ttmp, tlog);
-        if (rc) unlink(ttmp);
-    }
+    if (tlog && rq_tmpfile_close(&tf, rc == 0)) rc = -1;
     if (rc) {
         rq_recipe_free(&r);
         return cli_die("quantize", rq_error());
