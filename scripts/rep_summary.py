@@ -54,7 +54,7 @@ for qdir, res in zip(args[::2], args[1::2]):
     tag = os.path.basename(qdir.rstrip("/"))
     rot = "RH" if "-rh-" in tag else "RO" if "-ro-" in tag else "DFRot" if "-dfrot-" in tag else "none"
     for label, r in rows.items():
-        m = re.match(r"(rep-w(\d)-(k(\d+)(-rows|-i\d+)?|adapt[\w-]*)|gptq-w(\d)pc-sym)(\.n\d+)?$", label)
+        m = re.match(r"(rep-w(\d)-(k(\d+)(-rows|-i\d+|-mt|-mlp)?|adapt[\w-]*)|gptq-w(\d)pc-sym)(\.n\d+)?$", label)
         if not m:
             continue
         if m.group(6):
@@ -62,7 +62,8 @@ for qdir, res in zip(args[::2], args[1::2]):
         else:
             bits = int(m.group(2))
             k = int(m.group(4)) if m.group(4) else -1
-            var = {"-rows": " (row factors only)", None: ""}.get(m.group(5), f" ({(m.group(5) or '')[2:]} rounds)")
+            var = {"-rows": " (row factors only)", "-mt": " (MLP: summed, trained)", "-mlp": " (MLP: paths, trained)",
+                   None: ""}.get(m.group(5), f" ({(m.group(5) or '')[2:]} rounds)")
             name = f"{k}{var}" if k > 0 else "adaptive"
         sfx = m.group(7) or ""
         L = r["llamacpp"]
@@ -88,6 +89,35 @@ for qdir, res in zip(args[::2], args[1::2]):
         cm = 1.0 if k == 0 else compute_multiplier(qdir, label, k)
         print(f'| {rot} | W{bits} | {name} | {r["quant"]["calib_tokens"]} | {cm:.2f} | {r["quant"]["linear"]["bpw"]:.4f} | {L["ppl"]:.3f} | '
               f'{L["kl"]:.4f} | {L["dnll"]:+.4f} ± {L["dnll_stderr"]:.4f} | {pair} | {pair1} | {gap} |')
+# the trained MLPs (recipes rep-w*-k*-mt / -mlp) against each other: training alone
+# (K=1 trained vs K=1), summed vs paths at equal K, and K paths vs one trained decoder
+pairs_done = False
+for qdir, res in zip(args[::2], args[1::2]):
+    rows = load_rows(res)
+    for label in rows:
+        m = re.match(r"rep-w(\d)-k(\d+)-(mt|mlp)(\.n\d+)?$", label)
+        if not m:
+            continue
+        b, k, kind, sfx = m.group(1), m.group(2), m.group(3), m.group(4) or ""
+        others = [f"rep-w{b}-k{k}{sfx}"] if kind == "mt" and k == "1" else []
+        if kind == "mlp":
+            others += [f"rep-w{b}-k{k}-mt{sfx}", f"rep-w{b}-k1-mt{sfx}"]
+        elif k != "1":
+            others += [f"rep-w{b}-k1-mt{sfx}"]
+        for o in others:
+            if o not in rows:
+                continue
+            L = rows[label]["llamacpp"]
+            a = nll(os.path.join(qdir, f"{o}.l{L['chunks']}.nll"))
+            c = nll(os.path.join(qdir, f"{label}.l{L['chunks']}.nll"))
+            if not (a and c and len(a) == len(c)):
+                continue
+            d, se = paired(a, c)
+            verdict = "better" if d < -2 * se else "worse" if d > 2 * se else "n.s."
+            if not pairs_done:
+                print("\nPaired per-token NLL differences among the trained MLPs:\n")
+                pairs_done = True
+            print(f"- {os.path.basename(qdir.rstrip('/'))}: {label} − {o}: {d:+.4f} ± {se:.4f} ({verdict})")
 first = next(iter(load_rows(args[1]).values()))
 print(f'\nWikiText-2 test, llamacpp protocol: {first["llamacpp"]["chunks"]} chunks of {first["llamacpp"]["ctx"]} '
       f'({first["llamacpp"]["tokens"]} scored tokens); reference = the packaged model dequantized to f32; '

@@ -278,16 +278,21 @@ static void layer_fwd(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, 
     rmsnorm(x, L->ffn_norm, n, E, c->norm_eps, f->h);
     act_in(f, f->h, n, E);
     if (hook) hook(ctx, layer, RQ_HOOK_FFN_IN, f->h, n, E);
-    linear(&L->gate, f->h, n, f->g);
-    linear(&L->up, f->h, n, f->u);
-    swiglu_job sw = {f->g, f->u};
-    rq_parallel_for((int64_t)n * c->n_ff, swiglu_range, &sw);
-    if (f->r4) rq_orth_apply(f->r4, f->g, n); /* its inverse is folded into ffn_down */
-    act_in(f, f->g, n, c->n_ff);
-    if (hook) hook(ctx, layer, RQ_HOOK_DOWN_IN, f->g, n, c->n_ff);
-    if (down)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, E, c->n_ff, 1.0f, f->g, c->n_ff, L->down.w, c->n_ff,
-                    1.0f, x, E);
+    /* one path, or the K paths of an MLP replicated after its nonlinearity, added into x */
+    for (int p = 0; p < rq_layer_ffn_paths(L); p++) {
+        const rq_linear *gate, *up, *dn;
+        rq_layer_ffn_path(L, p, &gate, &up, &dn);
+        linear(gate, f->h, n, f->g);
+        linear(up, f->h, n, f->u);
+        swiglu_job sw = {f->g, f->u};
+        rq_parallel_for((int64_t)n * c->n_ff, swiglu_range, &sw);
+        if (f->r4) rq_orth_apply(f->r4, f->g, n); /* its inverse is folded into ffn_down */
+        act_in(f, f->g, n, c->n_ff);
+        if (hook) hook(ctx, layer, RQ_HOOK_DOWN_IN, f->g, n, c->n_ff);
+        if (down)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, E, c->n_ff, 1.0f, f->g, c->n_ff, dn->w, c->n_ff,
+                        1.0f, x, E);
+    }
 }
 
 void rq_fwd_layer(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx) {
@@ -315,3 +320,5 @@ const float *rq_fwd_hidden(rq_fwd *f, const int32_t *tokens, int n) {
 void rq_fwd_logits(const rq_model *m, const float *hidden, int n, float *logits) {
     linear(&m->output, hidden, n, logits);
 }
+
+const rq_orth *rq_fwd_online_r4(const rq_fwd *f) { return f->r4; }

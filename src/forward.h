@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "hadamard.h"
 #include "model.h"
 
 /* Scratch buffers for sequences of up to n_ctx tokens, reused across calls. */
@@ -20,7 +21,8 @@ void rq_fwd_set_actq(rq_fwd *f, const rq_actq *a);
 /* The online rotations of a rotated model (rq_fwd_new takes the model's). */
 int rq_fwd_set_online(rq_fwd *f, const rq_online_rot *on);
 
-/* Where a hook sees a linear layer's input (after activation quantization). */
+/* Where a hook sees a linear layer's input (after activation quantization). In a
+ * block whose MLP has K paths (model.h), RQ_HOOK_DOWN_IN is called once per path. */
 typedef enum { RQ_HOOK_ATTN_IN = 0, RQ_HOOK_O_IN, RQ_HOOK_FFN_IN, RQ_HOOK_DOWN_IN, RQ_HOOK_COUNT } rq_hook_point;
 typedef void (*rq_fwd_hook)(void *ctx, int layer, rq_hook_point p, const float *x, int n, int cols);
 
@@ -49,5 +51,9 @@ void rq_linear_ref(const rq_linear *l, const float *x, int n, float *y);
 /* Scalar reference of the whole forward pass, one token at a time with a KV
  * cache: logits[n, n_vocab] for tokens[0..n). */
 int rq_forward_ref(const rq_model *m, const int32_t *tokens, int n, float *logits);
+
+/* The online rotation of the down projection's input (NULL when none), for code
+ * that repeats the MLP outside the forward pass (mlptrain.h). */
+const rq_orth *rq_fwd_online_r4(const rq_fwd *f);
 
 #endif

@@ -107,14 +107,18 @@ int rq_forward_ref(const rq_model *m, const int32_t *tokens, int n, float *logit
             for (int i = 0; i < E; i++)
                 x[i] += tmp[i];
             rmsnorm_ref(x, L->ffn_norm, E, c->norm_eps, h);
-            rq_linear_ref(&L->gate, h, 1, g);
-            rq_linear_ref(&L->up, h, 1, u);
-            for (int i = 0; i < F; i++)
-                g[i] = (float)(g[i] / (1.0 + exp(-(double)g[i])) * u[i]);
-            if (q4) rot_ref(q4, g, F, tmp);
-            rq_linear_ref(&L->down, g, 1, tmp);
-            for (int i = 0; i < E; i++)
-                x[i] += tmp[i];
+            for (int p = 0; p < rq_layer_ffn_paths(L); p++) {
+                const rq_linear *gate, *up, *dn;
+                rq_layer_ffn_path(L, p, &gate, &up, &dn);
+                rq_linear_ref(gate, h, 1, g);
+                rq_linear_ref(up, h, 1, u);
+                for (int i = 0; i < F; i++)
+                    g[i] = (float)(g[i] / (1.0 + exp(-(double)g[i])) * u[i]);
+                if (q4) rot_ref(q4, g, F, tmp);
+                rq_linear_ref(dn, g, 1, tmp);
+                for (int i = 0; i < E; i++)
+                    x[i] += tmp[i];
+            }
         }
         rmsnorm_ref(x, m->out_norm, E, c->norm_eps, h);
         rq_linear_ref(&m->output, h, 1, logits + (size_t)t * c->n_vocab);

@@ -12,6 +12,7 @@
 #include "ggml_types.h"
 #include "hf.h"
 #include "qformat.h"
+#include "replica.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -181,6 +182,81 @@ static void free_linear(rq_linear *l) {
     free(l->b);
 }
 
+static const char *const mlp_names[3] = {"ffn_gate", "ffn_up", "ffn_down"};
+
+/* The header of blk's MLP matrix j when it is a replicated blob, else K = 0. */
+static int mlp_rep_header(const rq_gguf *g, const char *blk, int j, rq_rep *h) {
+    char key[96];
+    snprintf(key, sizeof key, "%s.%s.weight", blk, mlp_names[j]);
+    const rq_gguf_tensor *t = rq_gguf_tensor_find(g, key);
+    memset(h, 0, sizeof *h);
+    if (!t || t->type != RQ_GGML_RQ_PACKED || !rq_rep_is_blob(t->data, t->nbytes)) return 0;
+    if (rq_rep_peek(t->data, t->nbytes, h, NULL)) return rq_fail_ctx("%s: tensor '%s'", g->path, key);
+    return 0;
+}
+
+/* How many paths blk's MLP has when its three matrices are replicas combined
+ * after the nonlinearity (all three must agree): K >= 1; 0 when it is not such an MLP. */
+static int mlp_paths(const rq_gguf *g, const char *blk, int *err) {
+    rq_rep h[3];
+    for (int j = 0; j < 3; j++)
+        if (mlp_rep_header(g, blk, j, &h[j])) {
+            *err = 1;
+            return 0;
+        }
+    bool any = false, all = true;
+    for (int j = 0; j < 3; j++) {
+        bool m = h[j].K > 0 && h[j].combine == RQ_REP_COMBINE_MLP;
+        any |= m;
+        all &= m && h[j].K == h[0].K;
+    }
+    if (!any) return 0;
+    if (!all) {
+        rq_fail("%s: %s's MLP is partly replicated after its nonlinearity (ffn_gate K=%d combine %d, ffn_up K=%d "
+                "combine %d, ffn_down K=%d combine %d); the three must share K and combine 1. Damaged or hand-edited "
+                "file?",
+                g->path, blk, h[0].K, h[0].combine, h[1].K, h[1].combine, h[2].K, h[2].combine);
+        *err = 1;
+        return 0;
+    }
+    return h[0].K;
+}
+
+/* The K paths of an MLP replicated after its nonlinearity, each replica
+ * dequantized to its own f32 matrix. */
+static void load_mlp_paths(const rq_gguf *g, rq_layer *L, const char *blk, int K, int64_t E, int64_t F, int *err) {
+    L->ffn_paths = K;
+    L->ffn_extra = K > 1 ? rq_calloc((size_t)(3 * (K - 1)), sizeof *L->ffn_extra) : NULL;
+    const int64_t rows[3] = {F, F, E}, cols[3] = {E, E, F};
+    for (int j = 0; j < 3 && !*err; j++) {
+        char key[96];
+        snprintf(key, sizeof key, "%s.%s.weight", blk, mlp_names[j]);
+        const rq_gguf_tensor *t = rq_gguf_tensor_find(g, key);
+        rq_rep r;
+        if (rq_rep_unpack(t->data, t->nbytes, &r)) {
+            rq_fail_ctx("%s: tensor '%s'", g->path, key);
+            *err = 1;
+            return;
+        }
+        if (r.rows != rows[j] || r.cols != cols[j]) {
+            rq_fail("%s: tensor '%s' is [%lld, %lld], expected [%lld, %lld]", g->path, key, (long long)r.rows,
+                    (long long)r.cols, (long long)rows[j], (long long)cols[j]);
+            rq_rep_free(&r);
+            *err = 1;
+            return;
+        }
+        for (int k = 0; k < K; k++) {
+            rq_linear *l = k ? &L->ffn_extra[3 * (k - 1) + j] : j == 0 ? &L->gate : j == 1 ? &L->up : &L->down;
+            l->rows = r.rows;
+            l->cols = r.cols;
+            l->w = rq_malloc((size_t)(r.rows * r.cols) * sizeof(float));
+            rq_rep_dequant_replica(&r, k, l->w);
+        }
+        rq_rep_free(&r);
+        rq_gguf_release(g, t);
+    }
+}
+
 int rq_layer_load(const rq_gguf *g, const rq_config *c, int i, rq_layer *L) {
     int err = 0;
     int64_t E = c->n_embd, F = c->n_ff, Dq = (int64_t)c->n_head * c->head_dim,
@@ -201,12 +277,17 @@ int rq_layer_load(const rq_gguf *g, const rq_config *c, int i, rq_layer *L) {
     load_linear(g, &L->v, key, Dkv, E, bias, &err);
     snprintf(key, sizeof key, "%s.attn_output", p);
     load_linear(g, &L->o, key, E, Dq, false, &err);
-    snprintf(key, sizeof key, "%s.ffn_gate", p);
-    load_linear(g, &L->gate, key, F, E, false, &err);
-    snprintf(key, sizeof key, "%s.ffn_up", p);
-    load_linear(g, &L->up, key, F, E, false, &err);
-    snprintf(key, sizeof key, "%s.ffn_down", p);
-    load_linear(g, &L->down, key, E, F, false, &err);
+    int paths = err ? 0 : mlp_paths(g, p, &err);
+    if (paths > 0) {
+        load_mlp_paths(g, L, p, paths, E, F, &err);
+    } else {
+        snprintf(key, sizeof key, "%s.ffn_gate", p);
+        load_linear(g, &L->gate, key, F, E, false, &err);
+        snprintf(key, sizeof key, "%s.ffn_up", p);
+        load_linear(g, &L->up, key, F, E, false, &err);
+        snprintf(key, sizeof key, "%s.ffn_down", p);
+        load_linear(g, &L->down, key, E, F, false, &err);
+    }
     if (err) {
         rq_layer_free(L);
         return -1;
@@ -323,7 +404,19 @@ int rq_model_load(const char *path, rq_model **out) {
     return rc;
 }
 
+int rq_layer_ffn_paths(const rq_layer *L) { return L->ffn_paths > 1 ? L->ffn_paths : 1; }
+
+void rq_layer_ffn_path(const rq_layer *L, int p, const rq_linear **gate, const rq_linear **up, const rq_linear **down) {
+    const rq_linear *x = p > 0 ? L->ffn_extra + 3 * (p - 1) : NULL;
+    *gate = x ? x : &L->gate;
+    *up = x ? x + 1 : &L->up;
+    *down = x ? x + 2 : &L->down;
+}
+
 void rq_layer_free(rq_layer *L) {
+    for (int i = 0; L->ffn_extra && i < 3 * (L->ffn_paths - 1); i++)
+        free_linear(&L->ffn_extra[i]);
+    free(L->ffn_extra);
     free(L->attn_norm);
     free(L->ffn_norm);
     free_linear(&L->q);

@@ -40,7 +40,16 @@ typedef struct {
 typedef struct {
     float *attn_norm, *ffn_norm; /* [n_embd] */
     rq_linear q, k, v, o, gate, up, down;
+    /* An MLP replicated after its nonlinearity (replica.h, combine 1) has
+     * ffn_paths = K > 1 paths: path 0 is gate/up/down, path p >= 1 is ffn_extra[3 (p
+     * - 1) + 0..2] (gate, up, down); the block adds the paths' outputs. 0 or 1: one. */
+    int ffn_paths;
+    rq_linear *ffn_extra;
 } rq_layer;
+
+/* The MLP paths of a layer (at least 1), and path p's three matrices. */
+int rq_layer_ffn_paths(const rq_layer *L);
+void rq_layer_ffn_path(const rq_layer *L, int p, const rq_linear **gate, const rq_linear **up, const rq_linear **down);
 
 #define RQ_ROT_NONE (-1) /* a rotation stage left out */
 

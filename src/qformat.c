@@ -395,6 +395,12 @@ int rq_qformat_to_float(const void *src, size_t n, int64_t rows, int64_t cols, f
     if (id == RQ_FMT_REP) {
         rq_rep r;
         if (rq_rep_unpack(src, n, &r)) return -1;
+        if (r.combine != RQ_REP_COMBINE_LINEAR) {
+            rq_rep_free(&r);
+            return rq_fail("replicated tensor combines its %d replicas after the MLP's nonlinearity (combine %d), so "
+                           "it is no single matrix; only the model loader (rq_layer_load) reads it",
+                           r.K, RQ_REP_COMBINE_MLP);
+        }
         rq_rep_dequant(&r, out);
         rq_rep_free(&r);
         return 0;

@@ -14,6 +14,7 @@
 #include "ggml_types.h"
 #include "gguf.h"
 #include "hf.h"
+#include "mlptrain.h"
 #include "model.h"
 #include "qformat.h"
 #include "replica.h"
@@ -38,6 +39,14 @@ typedef struct {
     double t_err; /* seconds spent measuring layer errors in this block */
     int verbose;
     const rq_quant_job *job;
+    /* mlp_train: this block's MLP inputs [ffn_n, n_embd], its fitted replicas kept
+     * for training (gate, up, down), and the training sums */
+    float *ffn_x;
+    int64_t ffn_n;
+    bool keep_mlp;
+    rq_rep mlp[3];
+    int mlp_trained;
+    double val_start_sum, val_best_sum;
 } qstate;
 
 static void report_tensor(const qstate *s, const char *name, int64_t rows, int64_t cols, int bits, int K,
@@ -62,38 +71,119 @@ static const char *method_name(rq_method m) {
 
 /* A replicated layer (replica.h): fit K decoders over one code tensor on the
  * layer's Hessian, store them as one blob, leave the dequantized sum in w. */
-static int replicate_tensor(qstate *s, const char *name, const rq_tensor_recipe *tr, const rq_gguf_tensor *src,
-                            float *w, int64_t rows, int64_t cols, rq_gptq *H) {
+/* The packed blob of a replicated tensor, as the output's. */
+static int store_rep(qstate *s, const char *name, const rq_rep *t) {
+    out_tensor *ot = &s->out[rq_gguf_tensor_find(s->g, name) - s->g->tensors];
+    free(ot->blob);
+    ot->blob_len = rq_rep_size(t->bits, t->K, t->rows, t->cols);
+    ot->blob = rq_malloc(ot->blob_len);
+    if (rq_rep_pack(t, ot->blob)) return rq_fail_ctx("packing '%s'", name);
+    return 0;
+}
+
+/* Index 0..2 of an MLP matrix name (blk.N.ffn_gate/up/down.weight), else -1. */
+static int mlp_index(const char *name) {
+    static const char *const sfx[3] = {".ffn_gate.weight", ".ffn_up.weight", ".ffn_down.weight"};
+    size_t n = strlen(name);
+    for (int j = 0; j < 3; j++) {
+        size_t m = strlen(sfx[j]);
+        if (n > m && !strcmp(name + n - m, sfx[j]) && rq_is_block_linear(name)) return j;
+    }
+    return -1;
+}
+
+static int replicate_tensor(qstate *s, const char *name, const rq_tensor_recipe *tr, float *w, int64_t rows,
+                            int64_t cols, rq_gptq *H) {
     rq_rep_opts o = tr->rep;
     o.seed ^= s->r->seed ^ name_stream(name);
+    bool paths = o.combine == RQ_REP_COMBINE_MLP; /* fit one decoder, spread it into K paths */
+    if (paths) {
+        o.K = 1;
+        o.combine = RQ_REP_COMBINE_LINEAR;
+    }
     rq_rep t;
     rq_rep_trace trace;
     double t0 = rq_time();
     if (rq_rep_fit(H, w, rows, cols, &tr->grid, &tr->gptq, &o, &t, &trace)) return rq_fail_ctx("quantizing '%s'", name);
+    if (paths) {
+        rq_rep one = t;
+        rq_rep_spread_paths(&one, tr->rep.K, tr->rep.init_spread, o.seed, mlp_index(name) == 2, &t);
+        rq_rep_free(&one);
+    }
     double rel = trace.J_zero > 0 ? trace.J_final / trace.J_zero : 0;
     double rel_start = trace.J_zero > 0 ? trace.J_init / trace.J_zero : -1;
     s->err_sum += rel;
     s->err_n++;
-    out_tensor *ot = &s->out[src - s->g->tensors];
-    ot->blob_len = rq_rep_size(t.bits, t.K, rows, cols);
-    ot->blob = rq_malloc(ot->blob_len);
-    if (rq_rep_pack(&t, ot->blob)) {
+    if (store_rep(s, name, &t)) {
         rq_rep_free(&t);
-        return rq_fail_ctx("packing '%s'", name);
+        return -1;
     }
+    size_t blob_len = rq_rep_size(t.bits, t.K, rows, cols);
     if (s->verbose) {
         int kept = 0;
         for (int i = 1; i < trace.n; i++)
             kept += trace.kept[i];
         fprintf(stderr,
                 "  %-28s rep  %db K=%-2d       %7.4f bpw  rel.err %.5f (GPTQ start %.5f, %d/%d steps kept, %.1fs)%s\n",
-                name, t.bits, t.K, 8.0 * (double)ot->blob_len / (double)(rows * cols), rel, rel_start, kept,
-                trace.n - 1, rq_time() - t0,
-                t.K > 1 && rq_rep_collapses(&t, 1e-3) ? "  [replicas collapsed into one decoder]" : "");
+                name, t.bits, t.K, 8.0 * (double)blob_len / (double)(rows * cols), rel, rel_start, kept, trace.n - 1,
+                rq_time() - t0,
+                t.K > 1 && !paths && rq_rep_collapses(&t, 1e-3) ? "  [replicas collapsed into one decoder]" : "");
     }
-    report_tensor(s, name, rows, cols, t.bits, t.K, ot->blob_len, rel, rel_start, rq_time() - t0);
+    report_tensor(s, name, rows, cols, t.bits, t.K, blob_len, rel, rel_start, rq_time() - t0);
+    int j = mlp_index(name);
+    if (s->keep_mlp && j >= 0) { /* trained with the block's other MLP matrices, then stored again */
+        s->mlp[j] = t;
+        return 0;
+    }
     rq_rep_dequant(&t, w);
     rq_rep_free(&t);
+    return 0;
+}
+
+/* Train the block's kept MLP replicas (mlp_train), store them, and put them
+ * into L: summed (combine 0) or as K paths (combine 1). ref: the reference gate,
+ * up and down. */
+static int train_mlp(qstate *s, rq_fwd *f, rq_layer *L, int l, float *ref[3]) {
+    const rq_config *c = &s->cfg;
+    rq_mlptrain_opts o = s->r->mlp_train;
+    o.seed ^= s->r->seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(l + 1));
+    rq_rep *m[3] = {&s->mlp[0], &s->mlp[1], &s->mlp[2]};
+    rq_mlptrain_trace tr;
+    if (rq_mlp_train(s->ffn_x, s->ffn_n, c->n_embd, c->n_ff, ref[0], ref[1], ref[2], rq_fwd_online_r4(f), m, &o, &tr))
+        return rq_fail_ctx("blk.%d: training the MLP", l);
+    s->mlp_trained++;
+    s->val_start_sum += tr.val_start;
+    s->val_best_sum += tr.val_best;
+    if (s->verbose)
+        fprintf(stderr, "  blk.%d MLP trained (K=%d, %s): held-out error %.5f -> %.5f (step %d of %d, %.1fs)\n", l,
+                m[0]->K, m[0]->combine == RQ_REP_COMBINE_MLP ? "paths" : "linear", tr.val_start, tr.val_best,
+                tr.best_step, o.steps, tr.seconds);
+    rq_linear *lin[3] = {&L->gate, &L->up, &L->down};
+    static const char *const sfx[3] = {"ffn_gate", "ffn_up", "ffn_down"};
+    int K = m[0]->K;
+    bool paths = m[0]->combine == RQ_REP_COMBINE_MLP;
+    if (paths) {
+        L->ffn_paths = K;
+        L->ffn_extra = rq_calloc((size_t)(3 * (K - 1)), sizeof *L->ffn_extra);
+    }
+    for (int j = 0; j < 3; j++) {
+        char name[96];
+        snprintf(name, sizeof name, "blk.%d.%s.weight", l, sfx[j]);
+        if (store_rep(s, name, m[j])) return -1;
+        if (!paths) {
+            rq_rep_dequant(m[j], lin[j]->w);
+            continue;
+        }
+        for (int k = 0; k < K; k++) {
+            rq_linear *d = k ? &L->ffn_extra[3 * (k - 1) + j] : lin[j];
+            if (k) {
+                d->rows = lin[j]->rows;
+                d->cols = lin[j]->cols;
+                d->w = rq_malloc((size_t)(d->rows * d->cols) * sizeof(float));
+            }
+            rq_rep_dequant_replica(m[j], k, d->w);
+        }
+    }
     return 0;
 }
 
@@ -109,7 +199,7 @@ static int quantize_tensor(qstate *s, const char *name, float *w, int64_t rows, 
         return rq_fail("%s: GPTQ needs the layer's inputs; it applies to block linear layers only (use \"rtn\" in "
                        "an override for this tensor)",
                        name);
-    if (tr.rep.K > 0) return replicate_tensor(s, name, &tr, src, w, rows, cols, H);
+    if (tr.rep.K > 0) return replicate_tensor(s, name, &tr, w, rows, cols, H);
     rq_qtensor q;
     double t0 = rq_time();
     uint64_t stream = name_stream(name);
@@ -166,9 +256,12 @@ static int quantize_tensor(qstate *s, const char *name, float *w, int64_t rows, 
 /* Collect each linear layer's input into the matching Hessian. */
 static void hook_add(void *ctx, int layer, rq_hook_point p, const float *x, int n, int cols) {
     (void)layer;
-    (void)cols;
     qstate *s = ctx;
     if (s->acc[p]) rq_gptq_add_batch(s->acc[p], x, n);
+    if (p == RQ_HOOK_FFN_IN && s->ffn_x) { /* the MLP's inputs, for mlp_train */
+        memcpy(s->ffn_x + s->ffn_n * cols, x, (size_t)n * (size_t)cols * sizeof(float));
+        s->ffn_n += n;
+    }
 }
 
 static const struct {
@@ -188,6 +281,49 @@ static void run_block(rq_fwd *f, const rq_layer *L, int layer, float *x, int n_w
                       void *ctx) {
     for (int w = 0; w < n_win; w++)
         rq_fwd_layer(f, L, layer, x + (size_t)w * len * E, len, hook, ctx);
+}
+
+/* MLP-level replication and mlp_train need each block's three MLP matrices
+ * replicated alike: refuse anything else before any work, naming the block. */
+static int check_mlp_recipe(const qstate *s) {
+    static const char *const sfx[3] = {"ffn_gate", "ffn_up", "ffn_down"};
+    const rq_recipe *r = s->r;
+    for (uint64_t i = 0; i < s->g->n_tensors; i++) {
+        rq_tensor_recipe t;
+        const char *nm = s->g->tensors[i].name;
+        rq_recipe_for_tensor(r, nm, &t);
+        if (t.rep.K > 0 && t.method != RQ_METHOD_KEEP && t.rep.combine == RQ_REP_COMBINE_MLP && mlp_index(nm) < 0)
+            return rq_fail("%s: \"combine\": \"mlp\" adds the paths of an MLP after its nonlinearity; it applies to "
+                           "ffn_gate, ffn_up and ffn_down only (use \"linear\" for this tensor)",
+                           nm);
+    }
+    for (int l = 0; l < s->cfg.n_layer; l++) {
+        rq_tensor_recipe t[3];
+        char nm[3][96];
+        int n_rep = 0, n_mlp = 0;
+        for (int j = 0; j < 3; j++) {
+            snprintf(nm[j], sizeof nm[j], "blk.%d.%s.weight", l, sfx[j]);
+            rq_recipe_for_tensor(r, nm[j], &t[j]);
+            bool rep = t[j].rep.K > 0 && t[j].method != RQ_METHOD_KEEP;
+            n_rep += rep;
+            n_mlp += rep && t[j].rep.combine == RQ_REP_COMBINE_MLP;
+        }
+        bool same = n_rep == 3 && t[1].rep.K == t[0].rep.K && t[2].rep.K == t[0].rep.K;
+        if (n_mlp > 0 && !(n_mlp == 3 && same))
+            return rq_fail("blk.%d: \"combine\": \"mlp\" must be set on all three of ffn_gate, ffn_up and ffn_down "
+                           "with the same k (the block has paths, not single matrices)",
+                           l);
+        if (n_mlp > 0 && !r->mlp_train_on)
+            return rq_fail("blk.%d: \"combine\": \"mlp\" needs \"mlp_train\": the paths start as near copies of "
+                           "one decoder and only training moves them apart",
+                           l);
+        if (r->mlp_train_on && !same)
+            return rq_fail("\"mlp_train\" trains each block's replicated MLP, but blk.%d's ffn_gate, ffn_up and "
+                           "ffn_down are not all replicated with one k; set \"replicate\" on the three (or remove "
+                           "\"mlp_train\")",
+                           l);
+    }
+    return 0;
 }
 
 static bool any_gptq(const qstate *s) {
@@ -281,6 +417,8 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
         }
     }
 
+    if (check_mlp_recipe(&s)) goto done;
+
     /* token embeddings (and an untied output) first: RTN only, no inputs to fit */
     rq_tensor_recipe tr;
     rq_recipe_for_tensor(r, "token_embd.weight", &tr);
@@ -330,6 +468,7 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
             memcpy(xref, x, (size_t)nw * len * E * sizeof(float));
         }
         f = rq_fwd_new_cfg(c, len);
+        if (r->mlp_train_on) s.ffn_x = rq_malloc((size_t)nw * len * E * sizeof(float));
         rq_fwd_set_actq(f, &r->act);
         rq_online_rot on;
         if (rq_online_from_gguf(s.g, &on) || rq_fwd_set_online(f, &on)) goto done;
@@ -342,6 +481,13 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
     for (int l = 0; l < c->n_layer; l++) {
         rq_layer L, Lref;
         if (rq_layer_load(s.g, c, l, &L)) goto done;
+        if (rq_layer_ffn_paths(&L) > 1) {
+            rq_fail("blk.%d: the source's MLP runs as %d paths (a repliq file replicated with \"combine\": \"mlp\"); "
+                    "quantize the original model instead",
+                    l, rq_layer_ffn_paths(&L));
+            rq_layer_free(&L);
+            goto done;
+        }
         double tb = rq_time(), t_in = 0, t_q = 0;
         s.t_err = 0;
         bool have_ref = false;
@@ -352,6 +498,8 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
             /* statistics of the inputs this block sees: quantized (default) or reference */
             float *src = r->calib_feed_ref ? xref : x;
             float *tmp = rq_malloc((size_t)len * E * sizeof(float));
+            s.ffn_n = 0;
+            s.keep_mlp = s.ffn_x != NULL;
             for (int wi = 0; wi < nw; wi++) {
                 memcpy(tmp, src + (size_t)wi * len * E, (size_t)len * E * sizeof(float));
                 rq_fwd_layer_inputs(f, &L, l, tmp, len, hook_add, &s);
@@ -367,6 +515,12 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
         }
         t_in = rq_time() - tb;
         int err = 0;
+        float *ref[3] = {NULL, NULL, NULL}; /* the reference MLP, for mlp_train */
+        for (int j = 0; s.keep_mlp && j < 3; j++) {
+            const rq_linear *lin = layer_linear(&L, 4 + j);
+            ref[j] = rq_malloc((size_t)(lin->rows * lin->cols) * sizeof(float));
+            memcpy(ref[j], lin->w, (size_t)(lin->rows * lin->cols) * sizeof(float));
+        }
         for (int i = 0; i < 7 && !err; i++) {
             char name[96];
             snprintf(name, sizeof name, "blk.%d.%s.weight", l, block_linears[i].suffix);
@@ -374,6 +528,12 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
             err =
                 quantize_tensor(&s, name, lin->w, lin->rows, lin->cols, calibrate ? s.acc[block_linears[i].in] : NULL);
         }
+        if (!err && s.keep_mlp) err = train_mlp(&s, f, &L, l, ref);
+        for (int j = 0; j < 3; j++) {
+            free(ref[j]);
+            rq_rep_free(&s.mlp[j]);
+        }
+        s.keep_mlp = false;
         for (int p = 0; p < RQ_HOOK_COUNT; p++) {
             rq_gptq_free(s.acc[p]);
             s.acc[p] = NULL;
@@ -412,6 +572,9 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
     if (rq_gguf_write(w, job->out_path)) goto done;
     if (stat(job->out_path, &st) == 0) rep->file_bytes = (size_t)st.st_size;
     rep->rel_err_mean = s.err_n ? s.err_sum / s.err_n : 0;
+    rep->mlp_trained = s.mlp_trained;
+    rep->mlp_val_start_mean = s.mlp_trained ? s.val_start_sum / s.mlp_trained : 0;
+    rep->mlp_val_best_mean = s.mlp_trained ? s.val_best_sum / s.mlp_trained : 0;
     rc = 0;
 done:
     if (w) rq_gguf_writer_free(w);
@@ -424,6 +587,9 @@ done:
     free(x);
     free(xref);
     free(embd);
+    free(s.ffn_x);
+    for (int j = 0; j < 3; j++)
+        rq_rep_free(&s.mlp[j]);
     rq_fwd_free(f);
     if (own_cal) rq_calib_free(&cal);
     if (tok) rq_tokenizer_free(tok);

@@ -25,6 +25,10 @@ typedef struct {
     size_t peak_rss;
     size_t file_bytes;
     double rel_err_mean; /* mean over GPTQ/RTN-with-calibration tensors of ||(W'-W)X||^2 / ||WX||^2 */
+    /* mlp_train: blocks trained, and the mean held-out MLP output error relative to
+     * the reference output's energy before and after training (mlptrain.h) */
+    int mlp_trained;
+    double mlp_val_start_mean, mlp_val_best_mean;
 } rq_quant_report;
 
 /* One quantized tensor, as reported to rq_quant_job.on_tensor. */

@@ -36,6 +36,8 @@ void rq_recipe_default(rq_recipe *r) {
     r->act.a_clip = 1.0f;
     r->act.a_bf16 = false;
     r->act.kv_bits = 0;
+    r->mlp_train_on = false;
+    r->mlp_train = rq_mlptrain_default();
 }
 
 void rq_recipe_free(rq_recipe *r) {
@@ -194,9 +196,14 @@ static int parse_replicate(const char *src, const char *key, const cJSON *obj, r
             o->seed = (uint64_t)d;
         } else if (!strcmp(j->string, "combine")) {
             if (!cJSON_IsString(j)) return rq_fail("%s: '%s' must be a string, got %s", src, k2, type_name(j));
-            if (strcmp(j->valuestring, "linear"))
-                return rq_fail("%s: '%s' = '%s': this build combines replicas at the linear layer's output only "
-                               "(\"linear\"); MLP- and block-level combination are not built yet",
+            if (!strcmp(j->valuestring, "linear"))
+                o->combine = RQ_REP_COMBINE_LINEAR;
+            else if (!strcmp(j->valuestring, "mlp"))
+                o->combine = RQ_REP_COMBINE_MLP;
+            else
+                return rq_fail("%s: '%s' = '%s': the replicas are combined at the linear layer's output (\"linear\") "
+                               "or after the MLP's nonlinearity (\"mlp\", on ffn_gate, ffn_up and ffn_down, with "
+                               "\"mlp_train\"); block-level combination is not built",
                                src, k2, j->valuestring);
         } else if (!strcmp(j->string, "vary")) {
             if (!cJSON_IsArray(j))
@@ -388,6 +395,40 @@ static int parse_kv(const char *src, const cJSON *obj, rq_recipe *r) {
     return 0;
 }
 
+/* "mlp_train": {"steps", "batch", "eval_every", "lr", "holdout", "seed"}, or null (off). */
+static int parse_mlp_train(const char *src, const cJSON *obj, rq_recipe *r) {
+    r->mlp_train = rq_mlptrain_default();
+    r->mlp_train_on = !cJSON_IsNull(obj);
+    if (!r->mlp_train_on) return 0;
+    if (!cJSON_IsObject(obj)) return rq_fail("%s: 'mlp_train' must be an object or null, got %s", src, type_name(obj));
+    if (check_dups(src, "mlp_train", obj)) return -1;
+    rq_mlptrain_opts *t = &r->mlp_train;
+    for (const cJSON *j = obj->child; j; j = j->next) {
+        double d;
+        char k2[96];
+        snprintf(k2, sizeof k2, "mlp_train.%s", j->string);
+        if (!strcmp(j->string, "steps")) {
+            if (get_int(src, k2, j, 0, 1 << 20, "(0..1048576)", &d)) return -1;
+            t->steps = (int)d;
+        } else if (!strcmp(j->string, "batch")) {
+            if (get_int(src, k2, j, 1, 1 << 20, "(1..1048576)", &d)) return -1;
+            t->batch = (int)d;
+        } else if (!strcmp(j->string, "eval_every")) {
+            if (get_int(src, k2, j, 1, 1 << 20, "(1..1048576)", &d)) return -1;
+            t->eval_every = (int)d;
+        } else if (!strcmp(j->string, "lr")) {
+            if (get_float(src, k2, j, in_0_1_closed, "(0, 1]", &t->lr)) return -1;
+        } else if (!strcmp(j->string, "holdout")) {
+            if (get_float(src, k2, j, in_0_1_open, "(0, 1)", &t->holdout)) return -1;
+        } else if (!strcmp(j->string, "seed")) {
+            if (get_int(src, k2, j, 0, 9007199254740992.0, "(0..2^53)", &d)) return -1;
+            t->seed = (uint64_t)d;
+        } else
+            return unknown_key(src, "mlp_train", j->string, "steps, batch, eval_every, lr, holdout, seed");
+    }
+    return 0;
+}
+
 static int parse_override(const char *src, int idx, const cJSON *obj, rq_override *v) {
     char where[32];
     snprintf(where, sizeof where, "overrides[%d]", idx);
@@ -451,6 +492,8 @@ static int parse_root(const char *src, const cJSON *root, rq_recipe *r) {
             if (parse_act(src, j, r)) return -1;
         } else if (!strcmp(k, "kv")) {
             if (parse_kv(src, j, r)) return -1;
+        } else if (!strcmp(k, "mlp_train")) {
+            if (parse_mlp_train(src, j, r)) return -1;
         } else if (!strcmp(k, "overrides")) {
             if (!cJSON_IsArray(j)) return rq_fail("%s: 'overrides' must be an array, got %s", src, type_name(j));
             int n = cJSON_GetArraySize(j);
@@ -463,7 +506,8 @@ static int parse_root(const char *src, const cJSON *root, rq_recipe *r) {
             int t = parse_tensor_key(src, "", j, &r->base, &base_set);
             if (t < 0) return -1;
             if (t == 0)
-                return unknown_key(src, "", k, "repliq_recipe, name, seed, calib, act, kv, overrides, " TENSOR_KEYS);
+                return unknown_key(src, "", k,
+                                   "repliq_recipe, name, seed, calib, act, kv, mlp_train, overrides, " TENSOR_KEYS);
         }
     }
     /* fields that only make sense together (binres needs 1 bit, ...) */
@@ -647,7 +691,8 @@ static void sb_tensor(sbuf *b, const rq_tensor_recipe *t, uint32_t set, const ch
             if (p->vary_offset) sb_printf(b, "%s\"offset\"", sep2);
             sb_printf(b, "], \"iters\": %d, \"spread\": ", p->iters);
             sb_float(b, p->init_spread);
-            sb_printf(b, ", \"seed\": %llu, \"combine\": \"linear\"}", (unsigned long long)p->seed);
+            sb_printf(b, ", \"seed\": %llu, \"combine\": \"%s\"}", (unsigned long long)p->seed,
+                      p->combine == RQ_REP_COMBINE_MLP ? "mlp" : "linear");
             break;
         }
         }
@@ -667,6 +712,15 @@ char *rq_recipe_to_json(const rq_recipe *r) {
     sb_float(&b, r->act.a_clip);
     sb_printf(&b, ", \"f16\": \"%s\"}", F16_NAMES[r->act.a_bf16]);
     sb_printf(&b, ",\n  \"kv\": {\"bits\": %d}", r->act.kv_bits);
+    if (r->mlp_train_on) { /* left out when off, as replicate is */
+        const rq_mlptrain_opts *t = &r->mlp_train;
+        sb_printf(&b, ",\n  \"mlp_train\": {\"steps\": %d, \"batch\": %d, \"eval_every\": %d, \"lr\": ", t->steps,
+                  t->batch, t->eval_every);
+        sb_float(&b, t->lr);
+        sb_printf(&b, ", \"holdout\": ");
+        sb_float(&b, t->holdout);
+        sb_printf(&b, ", \"seed\": %llu}", (unsigned long long)t->seed);
+    }
     sb_printf(&b, ",\n  \"overrides\": [");
     for (int i = 0; i < r->n_ov; i++) {
         sb_printf(&b, "%s\n    {\"pattern\": ", i ? "," : "");

@@ -10,6 +10,7 @@
 
 #include "actq.h"
 #include "grid.h"
+#include "mlptrain.h"
 #include "quant.h"
 #include "repfit.h"
 
@@ -67,6 +68,10 @@ typedef struct {
     int calib_len;       /* tokens per window (default 2048) */
     bool calib_feed_ref; /* feed each block reference inputs instead of quantized ones */
     rq_actq act;
+    /* frozen-code training of each block's replicated MLP (mlptrain.h) after its
+     * three matrices are fitted; recipe key "mlp_train" (null: off) */
+    bool mlp_train_on;
+    rq_mlptrain_opts mlp_train;
 } rq_recipe;
 
 /* Defaults: GPTQ, the rq_grid_default() grid, token_embd/output kept as they are. */

@@ -16,13 +16,41 @@ rq_rep_opts rq_rep_opts_default(void) {
     return o;
 }
 
+void rq_rep_spread_paths(const rq_rep *one, int K, float spread, uint64_t seed, bool share_a, rq_rep *out) {
+    rq_rep_alloc(out, one->bits, K, one->rows, one->cols);
+    out->combine = RQ_REP_COMBINE_MLP;
+    memcpy(out->q, one->q, (size_t)(one->rows * one->cols));
+    rq_rng rng;
+    rq_rng_seed(&rng, seed, 0x70617468u); /* "path" */
+    for (int k = 0; k < K; k++) {
+        out->o[k] = one->o[0];
+        for (int64_t r = 0; r < one->rows; r++)
+            out->a[k * one->rows + r] = share_a ? rq_fp32_to_fp16(rq_fp16_to_fp32(one->a[r]) / (float)K) : one->a[r];
+        for (int64_t c = 0; c < one->cols; c++) {
+            float e = K == 1 ? 0.0f : (rq_rng_next(&rng) >> 63 ? 1.0f : -1.0f) * spread;
+            out->b[k * one->cols + c] = rq_fp32_to_fp16(rq_fp16_to_fp32(one->b[c]) * (1.0f + e));
+        }
+    }
+}
+
 int rq_rep_opts_check(const rq_rep_opts *o) {
     if (o->K < 1 || o->K > RQ_REP_MAX_K) return rq_fail("replicate.k = %d must be in 1..%d", o->K, RQ_REP_MAX_K);
     if (o->iters < 0 || 1 + 4 * o->iters > RQ_REP_TRACE_MAX)
         return rq_fail("replicate.iters = %d must be in 0..%d", o->iters, (RQ_REP_TRACE_MAX - 1) / 4);
     if (!(o->init_spread >= 0.0f && o->init_spread <= 1.0f))
         return rq_fail("replicate.spread = %g must be in [0, 1]", o->init_spread);
-    if (o->K > 1 && !(o->vary_out && o->vary_in))
+    if (o->combine != RQ_REP_COMBINE_LINEAR && o->combine != RQ_REP_COMBINE_MLP)
+        return rq_fail("replicate.combine = %d is unknown", o->combine);
+    if (o->combine == RQ_REP_COMBINE_MLP && o->K < 2)
+        return rq_fail("replicate: \"combine\": \"mlp\" with k = %d: one path is one decoder; use \"linear\" (with "
+                       "\"mlp_train\" to train it) or k >= 2",
+                       o->K);
+    if (o->combine == RQ_REP_COMBINE_MLP && o->init_spread == 0.0f)
+        return rq_fail("replicate: \"combine\": \"mlp\" with spread 0: the %d paths start identical and training "
+                       "keeps them identical (k times the compute of one decoder); set spread > 0",
+                       o->K);
+    /* after the MLP's nonlinearity the paths do not sum to one decoder */
+    if (o->K > 1 && o->combine == RQ_REP_COMBINE_LINEAR && !(o->vary_out && o->vary_in))
         return rq_fail("replicate: with k = %d the replicas differ only in their %s%s, so their sum is one decoder "
                        "(equivalent to k = 1 at %d times the compute); vary both \"out\" and \"in\" (a rank-k scale "
                        "matrix), or set k = 1",

@@ -27,6 +27,9 @@ typedef struct {
     int iters;         /* alternations of the four steps (default 4) */
     float init_spread; /* replica k >= 1 starts with b_k = 1 +- spread (seeded signs), a_k = 0 */
     uint64_t seed;
+    int combine; /* RQ_REP_COMBINE_*: LINEAR fits the K replicas here; MLP fits K = 1
+                    here, and the driver spreads it into K paths and trains them
+                    (mlptrain.h) */
 } rq_rep_opts;
 
 rq_rep_opts rq_rep_opts_default(void); /* K 1, vary out and in, no offsets, 4 iterations, spread 0.25 */
@@ -35,6 +38,13 @@ rq_rep_opts rq_rep_opts_default(void); /* K 1, vary out and in, no offsets, 4 it
  * into one decoder (K > 1 without both per-row and per-column factors: the sum
  * is then one per-row affine decoder times a column factor), naming the cause. */
 int rq_rep_opts_check(const rq_rep_opts *o);
+
+/* The K paths of an MLP replicated after its nonlinearity (combine 1), started
+ * from a fitted K = 1 tensor: the codes and offset shared, each path's column
+ * factors b times 1 +- spread (seeded signs) so that the paths can move apart in
+ * training, the row factors a copied, or divided by K when share_a (the down
+ * projection, whose K outputs are added). */
+void rq_rep_spread_paths(const rq_rep *one, int K, float spread, uint64_t seed, bool share_a, rq_rep *out);
 
 enum { RQ_REP_TRACE_MAX = 256 };
 typedef struct {

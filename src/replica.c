@@ -65,6 +65,18 @@ void rq_rep_dequant(const rq_rep *t, float *out) {
     free(b);
 }
 
+void rq_rep_dequant_replica(const rq_rep *t, int k, float *out) {
+    const float m = centre(t->bits);
+    float *b = rq_malloc((size_t)t->cols * sizeof *b);
+    rq_fp16_to_fp32_n(t->b + (size_t)k * t->cols, t->cols, b);
+    for (int64_t r = 0; r < t->rows; r++) {
+        float a = rq_fp16_to_fp32(t->a[(size_t)k * t->rows + r]);
+        for (int64_t c = 0; c < t->cols; c++)
+            out[r * t->cols + c] = a * b[c] * ((float)t->q[r * t->cols + c] - m + t->o[k]);
+    }
+    free(b);
+}
+
 void rq_rep_matvec(const rq_rep *t, const float *x, float *y) {
     const float m = centre(t->bits);
     float *u = rq_malloc((size_t)t->cols * sizeof *u);
@@ -142,6 +154,10 @@ static int check(const rq_rep *t) {
     if (t->bits < 1 || t->bits > 8) return rq_fail("replicated tensor: bits = %d must be in 1..8", t->bits);
     if (t->K < 1 || t->K > RQ_REP_MAX_K)
         return rq_fail("replicated tensor: K = %d replicas must be in 1..%d", t->K, RQ_REP_MAX_K);
+    if (t->combine != RQ_REP_COMBINE_LINEAR && t->combine != RQ_REP_COMBINE_MLP)
+        return rq_fail("replicated tensor: combination rule %d is unknown (this build knows 0, the sum of the linear "
+                       "outputs, and 1, the sum of an MLP's paths); written by a newer repliq?",
+                       t->combine);
     if (t->rows < 1 || t->cols < 1 || t->cols > INT32_MAX || t->rows > INT32_MAX)
         return rq_fail("replicated tensor: shape [%lld, %lld] must have rows and cols in 1..2^31-1", (long long)t->rows,
                        (long long)t->cols);
@@ -179,6 +195,7 @@ int rq_rep_pack(const rq_rep *t, uint8_t *dst) {
     rq_put_u64(dst + 16, (uint64_t)t->cols);
     dst[24] = (uint8_t)t->bits;
     dst[25] = (uint8_t)t->K;
+    dst[26] = (uint8_t)t->combine;
     uint8_t *p = dst + RQ_REP_HEADER;
     uint64_t rb = row_bytes(t->bits, t->cols);
     for (int64_t r = 0; r < t->rows; r++)
@@ -206,16 +223,13 @@ int rq_rep_peek(const uint8_t *p, size_t n, rq_rep *h, int *version) {
         return rq_fail("replicated tensor: version %d %s (this build reads 1..%d)%s", v,
                        v < 1 ? "is invalid" : "is newer than this build reads", RQ_REP_VERSION,
                        v < 1 ? "; damaged" : "; upgrade repliq");
-    if (p[26] != 0)
-        return rq_fail("replicated tensor: combination rule %d is unknown (this build knows 0, the sum of the "
-                       "linear outputs); written by a newer repliq?",
-                       p[26]);
     if (rq_get_u16(p + 6) || p[27] || rq_get_u32(p + 28))
         return rq_fail("replicated tensor: reserved header fields are not 0; written by a newer repliq, or damaged");
     h->rows = (int64_t)rq_get_u64(p + 8);
     h->cols = (int64_t)rq_get_u64(p + 16);
     h->bits = p[24];
     h->K = p[25];
+    h->combine = p[26];
     if (check(h)) return -1;
     size_t want = rq_rep_size(h->bits, h->K, h->rows, h->cols);
     if (n != want)
@@ -231,6 +245,7 @@ int rq_rep_unpack(const uint8_t *src, size_t n, rq_rep *out) {
     memset(out, 0, sizeof *out);
     if (rq_rep_peek(src, n, &h, NULL)) return -1;
     rq_rep_alloc(out, h.bits, h.K, h.rows, h.cols);
+    out->combine = h.combine;
     const uint8_t *p = src + RQ_REP_HEADER;
     uint64_t rb = row_bytes(h.bits, h.cols);
     for (int64_t r = 0; r < h.rows; r++)

@@ -1,5 +1,8 @@
 /* replica.h - a replicated linear layer: one stored code tensor C read through K
- * cheap decoders whose outputs are summed (the linear-output combination).
+ * cheap decoders whose outputs are summed, either at the linear layer's output
+ * (combine 0) or, for the three matrices of an MLP, after the MLP's down
+ * projection (combine 1: replica k of gate, up and down forms path k, and the
+ * block adds the K paths' outputs, so the nonlinearity sits inside each path).
  *
  * Replica k decodes code q at (r, c) as a_k[r] * b_k[c] * (q - m + o_k), with
  * m = (2^bits - 1) / 2 the grid's centre, a_k a per-output-row factor, b_k a
@@ -24,7 +27,7 @@
  *     off 16 i64   cols (> 0)
  *     off 24 u8    bits (1..8)
  *     off 25 u8    K (1..RQ_REP_MAX_K)
- *     off 26 u8    combine (0 = sum of the linear outputs; nothing else yet)
+ *     off 26 u8    combine (0 = sum of the linear outputs, 1 = sum of the MLP's paths)
  *     off 27 u8    reserved (0)
  *     off 28 u32   reserved (0)
  *   codes: rows, each ceil(cols*bits/8) bytes, LSB first, zero padding (as qformat.h)
@@ -44,8 +47,11 @@
 #define RQ_REP_VERSION 1
 #define RQ_FMT_REP 32 /* the id rq_qformat_peek reports for a replicated blob */
 
+enum { RQ_REP_COMBINE_LINEAR = 0, RQ_REP_COMBINE_MLP = 1 };
+
 typedef struct {
     int bits, K;
+    int combine; /* RQ_REP_COMBINE_*: where the K replicas are added */
     int64_t rows, cols;
     uint8_t *q;  /* [rows, cols] codes 0..2^bits-1 */
     uint16_t *a; /* [K, rows] f16 */
@@ -60,6 +66,8 @@ void rq_rep_free(rq_rep *t);
  * added pairwise (K = 4: (t0 + t1) + (t2 + t3)), so K identical replicas whose
  * a_k is a / K give bit for bit the K = 1 tensor when K is a power of two. */
 void rq_rep_dequant(const rq_rep *t, float *out);
+/* Replica k alone: out[r, c] = a_k[r] b_k[c] (q - m + o_k). */
+void rq_rep_dequant_replica(const rq_rep *t, int k, float *out);
 
 /* Reference replicated product y[rows] = W x, computed as the K decoders would
  * run it: per replica, u = b_k .* x, z = Cm u (+ o_k sum(u)), y_k = a_k .* z; the
@@ -87,7 +95,7 @@ rq_rep_bits rq_rep_bits_of(int bits, int K, int64_t rows, int64_t cols);
 int rq_rep_pack(const rq_rep *t, uint8_t *dst);
 /* Parse and validate n bytes into out (allocated; free with rq_rep_free). */
 int rq_rep_unpack(const uint8_t *src, size_t n, rq_rep *out);
-/* Header only: bits, K, rows, cols (arrays NULL). */
+/* Header only: bits, K, combine, rows, cols (arrays NULL). */
 int rq_rep_peek(const uint8_t *src, size_t n, rq_rep *hdr_only, int *version);
 /* True when the blob starts with the replicated magic. */
 bool rq_rep_is_blob(const void *src, size_t n);

@@ -30,7 +30,7 @@ expect test_cli_quantize_usage "usage" "$bin" quantize -m x
 printf '{"repliq_recipe": 1, "bits": 2, "replicate": {"k": 4, "vary": ["scale"]}}' >"$tmp/rep_scale.json"
 expect test_cli_recipe_rep_collapse "one decoder" "$bin" quantize -m x --recipe "$tmp/rep_scale.json" -o "$tmp/o.gguf"
 printf '{"repliq_recipe": 1, "bits": 2, "replicate": {"k": 2, "combine": "block"}}' >"$tmp/rep_block.json"
-expect test_cli_recipe_rep_combine "not built yet" "$bin" quantize -m x --recipe "$tmp/rep_block.json" -o "$tmp/o.gguf"
+expect test_cli_recipe_rep_combine "block-level combination is not built" "$bin" quantize -m x --recipe "$tmp/rep_block.json" -o "$tmp/o.gguf"
 expect test_cli_quantize_tensor_log_arg "needs a value\|usage\|missing" "$bin" quantize -m x --recipe "$tmp/rep_block.json" -o "$tmp/o.gguf" --tensor-log
 expect test_cli_ppl_bad_aclip "act clip" "$bin" ppl -m x -f y --abits 8 --aclip 2
 expect test_cli_rotate_usage "usage: repliq rotate" "$bin" rotate -m x

@@ -56,6 +56,16 @@ static int read_all(const char *path, uint8_t **buf, size_t *n) {
     return 0;
 }
 
+/* Both files read and byte for byte equal. */
+static bool same_bytes(const char *p, const char *q) {
+    uint8_t *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    bool ok = read_all(p, &x, &nx) == 0 && read_all(q, &y, &ny) == 0 && nx == ny && !memcmp(x, y, nx);
+    free(x);
+    free(y);
+    return ok;
+}
+
 /* max |logit difference| between the source model and a quantized file, over 40 tokens */
 static double logit_gap(const char *qpath) {
     rq_model *a = NULL, *b = NULL;
@@ -274,12 +284,7 @@ static void test_replicated_file(void) {
                 rq_gguf_close(g);
                 rq_quant_report rep2;
                 REQUIRE(quantize(&r, out2_path, &rep2) == 0);
-                uint8_t *x, *y;
-                size_t nx, ny;
-                REQUIRE(read_all(out_path, &x, &nx) == 0 && read_all(out2_path, &y, &ny) == 0);
-                CHECK(nx == ny && !memcmp(x, y, nx));
-                free(x);
-                free(y);
+                CHECK(same_bytes(out_path, out2_path));
                 r.base.method = RQ_METHOD_RTN;
                 CHECK(quantize(&r, out2_path, &rep2) != 0 && strstr(rq_error(), "needs method \"gptq\""));
             }
@@ -287,6 +292,97 @@ static void test_replicated_file(void) {
         }
         CHECKF(err[1] < err[0], "%s: K=4 layer error %.5f not below per-row GPTQ %.5f", archs[a], err[1], err[0]);
         printf("  %s: mean relative layer error per-row GPTQ %.5f, K=4 replicas %.5f\n", archs[a], err[0], err[1]);
+    }
+    unlink(out_path);
+    unlink(out2_path);
+    unlink(src_path);
+}
+
+/* mlp_train on replicated MLPs: K = 1 trained (combine linear) and K = 2 paths
+ * (combine mlp). The file loads with the paths, the fast forward equals the
+ * scalar reference on it, training lowers the held-out MLP error, the same seed
+ * gives the same bytes, and recipes that cannot work are refused naming why. */
+static void test_mlp_trained_file(void) {
+    REQUIRE(write_src("qwen2") == 0);
+    for (int mode = 0; mode < 2; mode++) {
+        rq_recipe r;
+        rq_recipe_default(&r);
+        r.base.grid.bits = 2;
+        r.base.grid.sym = true;
+        r.base.grid.group = 0;
+        r.base.grid.mse = true;
+        r.base.rep = rq_rep_opts_default();
+        r.base.rep.K = 1;
+        rq_override ov = {.set = RQ_OV_REPLICATE};
+        snprintf(ov.pattern, sizeof ov.pattern, "blk.*.ffn_*");
+        ov.r = r.base;
+        ov.r.rep.K = mode ? 2 : 1;
+        ov.r.rep.combine = mode ? RQ_REP_COMBINE_MLP : RQ_REP_COMBINE_LINEAR;
+        ov.r.rep.init_spread = 0.05f;
+        r.ov = rq_malloc(sizeof ov);
+        r.ov[0] = ov;
+        r.n_ov = 1;
+        rq_quant_report rep;
+        /* refused: paths without training */
+        CHECK((quantize(&r, out_path, &rep) != 0) == (mode == 1));
+        if (mode) CHECKF(strstr(rq_error(), "needs \"mlp_train\""), "%s", rq_error());
+        r.mlp_train_on = true;
+        r.mlp_train.steps = 20;
+        r.mlp_train.batch = 32;
+        r.mlp_train.eval_every = 5;
+        REQUIRE(quantize(&r, out_path, &rep) == 0);
+        CHECK(rep.mlp_trained == 2);
+        CHECKF(rep.mlp_val_best_mean < rep.mlp_val_start_mean, "held-out MLP error %.6f -> %.6f",
+               rep.mlp_val_start_mean, rep.mlp_val_best_mean);
+        printf("  %s: held-out MLP error %.5f -> %.5f\n", mode ? "K=2 paths" : "K=1 linear", rep.mlp_val_start_mean,
+               rep.mlp_val_best_mean);
+        rq_gguf *g;
+        REQUIRE(rq_gguf_open(out_path, &g) == 0);
+        const rq_gguf_tensor *t = rq_gguf_tensor_find(g, "blk.1.ffn_up.weight");
+        REQUIRE(t && rq_rep_is_blob(t->data, t->nbytes));
+        rq_rep h;
+        REQUIRE(rq_rep_peek(t->data, t->nbytes, &h, NULL) == 0);
+        CHECK(h.K == (mode ? 2 : 1) && h.combine == (mode ? RQ_REP_COMBINE_MLP : RQ_REP_COMBINE_LINEAR));
+        float *tmp = rq_malloc(100 * 64 * sizeof(float));
+        if (mode)
+            CHECK(rq_qformat_to_float(t->data, t->nbytes, 100, 64, tmp) != 0 && strstr(rq_error(), "nonlinearity"));
+        free(tmp);
+        rq_gguf_close(g);
+        rq_model *m = NULL;
+        REQUIRE(rq_model_load(out_path, &m) == 0);
+        CHECK(rq_layer_ffn_paths(&m->layers[1]) == (mode ? 2 : 1));
+        enum { T = 12 };
+        int32_t tok[T];
+        for (int i = 0; i < T; i++)
+            tok[i] = (i * 5 + 1) % 97;
+        float *a = rq_malloc(sizeof(float) * T * 97), *b = rq_malloc(sizeof(float) * T * 97);
+        REQUIRE(rq_forward_ref(m, tok, T, a) == 0);
+        rq_fwd *f = rq_fwd_new(m, T);
+        rq_fwd_logits(m, rq_fwd_hidden(f, tok, T), T, b);
+        double d = 0, mx = 0;
+        for (int i = 0; i < T * 97; i++) {
+            d = fmax(d, fabs((double)a[i] - b[i]));
+            mx = fmax(mx, fabs((double)a[i]));
+        }
+        CHECKF(d <= 1e-4 * mx, "fast forward differs from the reference by %.3g (largest logit %.3g)", d, mx);
+        rq_fwd_free(f);
+        free(a);
+        free(b);
+        rq_model_free(m);
+        if (mode) {
+            rq_quant_report rep2;
+            REQUIRE(quantize(&r, out2_path, &rep2) == 0);
+            CHECK(same_bytes(out_path, out2_path));
+            /* refused: paths on attention, training with an unreplicated MLP */
+            r.base.rep.combine = RQ_REP_COMBINE_MLP;
+            CHECKF(quantize(&r, out2_path, &rep2) != 0 && strstr(rq_error(), "ffn_gate, ffn_up and ffn_down only"),
+                   "%s", rq_error());
+            r.base.rep.combine = RQ_REP_COMBINE_LINEAR;
+            r.n_ov = 0;
+            r.base.rep.K = 0;
+            CHECKF(quantize(&r, out2_path, &rep2) != 0 && strstr(rq_error(), "not all replicated"), "%s", rq_error());
+        }
+        rq_recipe_free(&r);
     }
     unlink(out_path);
     unlink(out2_path);
@@ -333,6 +429,7 @@ int main(void) {
     RUN(test_gptq_beats_rtn);
     RUN(test_embeddings_override);
     RUN(test_replicated_file);
+    RUN(test_mlp_trained_file);
     RUN(test_refusals);
     TEST_EXIT();
 }

@@ -187,6 +187,11 @@ static bool tensor_eq(const rq_tensor_recipe *a, const rq_tensor_recipe *b, uint
     if (set & RQ_OV_BLOCK) eq &= a->gptq.block == b->gptq.block;
     if (set & RQ_OV_ACT_ORDER) eq &= a->gptq.act_order == b->gptq.act_order;
     if (set & RQ_OV_STATIC) eq &= a->gptq.static_groups == b->gptq.static_groups;
+    const rq_rep_opts *p = &a->rep, *q = &b->rep;
+    if ((set & RQ_OV_REPLICATE) && (p->K || q->K))
+        eq &= p->K == q->K && p->vary_out == q->vary_out && p->vary_in == q->vary_in &&
+              p->vary_offset == q->vary_offset && p->iters == q->iters && p->init_spread == q->init_spread &&
+              p->seed == q->seed && p->combine == q->combine;
     return eq;
 }
 
@@ -195,7 +200,11 @@ static bool recipe_eq(const rq_recipe *a, const rq_recipe *b) {
               a->seed == b->seed && a->calib_n == b->calib_n && a->calib_len == b->calib_len &&
               a->calib_feed_ref == b->calib_feed_ref && a->act.a_bits == b->act.a_bits &&
               a->act.a_clip == b->act.a_clip && a->act.a_bf16 == b->act.a_bf16 && a->act.kv_bits == b->act.kv_bits &&
-              a->n_ov == b->n_ov;
+              a->n_ov == b->n_ov && a->mlp_train_on == b->mlp_train_on &&
+              (!a->mlp_train_on ||
+               (a->mlp_train.steps == b->mlp_train.steps && a->mlp_train.batch == b->mlp_train.batch &&
+                a->mlp_train.eval_every == b->mlp_train.eval_every && a->mlp_train.lr == b->mlp_train.lr &&
+                a->mlp_train.holdout == b->mlp_train.holdout && a->mlp_train.seed == b->mlp_train.seed));
     for (int i = 0; eq && i < a->n_ov; i++)
         eq = !strcmp(a->ov[i].pattern, b->ov[i].pattern) && a->ov[i].set == b->ov[i].set &&
              tensor_eq(&a->ov[i].r, &b->ov[i].r, a->ov[i].set);
@@ -271,7 +280,15 @@ static void test_replicate(void) {
         {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 4, \"vary\": [\"scale\"]}}", "one decoder"},
         {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 4, \"vary\": [\"out\", \"offset\"]}}", "one decoder"},
         {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 2, \"vary\": [\"rows\"]}}", "'rows'"},
-        {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 2, \"combine\": \"mlp\"}}", "not built yet"},
+        {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 2, \"combine\": \"block\"}}",
+         "block-level combination is not built"},
+        {"{\"repliq_recipe\": 1, \"mlp_train\": {\"steps\": -1}}", "'mlp_train.steps'"},
+        {"{\"repliq_recipe\": 1, \"mlp_train\": {\"holdout\": 1}}", "'mlp_train.holdout'"},
+        {"{\"repliq_recipe\": 1, \"mlp_train\": {\"lr\": 0}}", "'mlp_train.lr'"},
+        {"{\"repliq_recipe\": 1, \"mlp_train\": {\"epochs\": 3}}", "'epochs' in mlp_train"},
+        {"{\"repliq_recipe\": 1, \"mlp_train\": 5}", "object or null"},
+        {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 1, \"combine\": \"mlp\"}}", "one path is one decoder"},
+        {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 2, \"spread\": 0, \"combine\": \"mlp\"}}", "spread 0"},
         {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 2, \"kk\": 1}}", "'kk' in replicate"},
         {"{\"repliq_recipe\": 1, \"replicate\": 3}", "object or null"},
         {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 2, \"spread\": 2}}", "spread"},
@@ -281,6 +298,27 @@ static void test_replicate(void) {
                rq_error());
         rq_recipe_free(&r);
     }
+    /* paths after the MLP's nonlinearity and their training: parsed, kept in the canonical text */
+    const char *mlp = "{\"repliq_recipe\": 1, \"bits\": 2, \"replicate\": {\"k\": 1},"
+                      " \"overrides\": [{\"pattern\": \"blk.*.ffn_*\", \"replicate\": {\"k\": 2, \"vary\": [\"out\"],"
+                      " \"combine\": \"mlp\"}}], \"mlp_train\": {\"steps\": 7, \"batch\": 64, \"lr\": 0.01}}";
+    REQUIRE(rq_recipe_parse(mlp, "t", &r) == 0);
+    rq_recipe_for_tensor(&r, "blk.3.ffn_down.weight", &t);
+    CHECK(t.rep.K == 2 && t.rep.combine == RQ_REP_COMBINE_MLP); /* no collapse after the nonlinearity */
+    rq_recipe_for_tensor(&r, "blk.3.attn_q.weight", &t);
+    CHECK(t.rep.K == 1 && t.rep.combine == RQ_REP_COMBINE_LINEAR);
+    CHECK(r.mlp_train_on && r.mlp_train.steps == 7 && r.mlp_train.batch == 64 && r.mlp_train.lr == 0.01f &&
+          r.mlp_train.holdout == 0.125f);
+    round_trip(&r, "mlp_train");
+    j = rq_recipe_to_json(&r);
+    CHECKF(strstr(j, "\"combine\": \"mlp\"") && strstr(j, "\"mlp_train\": {\"steps\": 7, \"batch\": 64"), "%s", j);
+    free(j);
+    rq_recipe_free(&r);
+    REQUIRE(rq_recipe_parse("{\"repliq_recipe\": 1, \"mlp_train\": null}", "t", &r) == 0);
+    j = rq_recipe_to_json(&r);
+    CHECK(!r.mlp_train_on && !strstr(j, "mlp_train")); /* off: left out of the canonical text */
+    free(j);
+    rq_recipe_free(&r);
     /* k = 1 may vary only the row factors: one decoder is what it is */
     CHECK(rq_recipe_parse("{\"repliq_recipe\": 1, \"replicate\": {\"k\": 1, \"vary\": [\"out\"]}}", "t", &r) == 0);
     rq_recipe_free(&r);
@@ -310,8 +348,18 @@ static void test_recipe_files(void) {
         /* QuaRot's grid (symmetric per channel, clip search), which replication starts from */
         bool quarot = strstr(r.name, "pc-sym") != NULL || !strncmp(r.name, "rep-", 4);
         int rk = 0, rb = 0;
-        if (sscanf(r.name, "rep-w%d-k%d", &rb, &rk) == 2)
-            CHECKF(r.base.rep.K == rk && r.base.grid.bits == rb && r.base.rep.vary_out &&
+        /* -mt: the MLP's k replicas summed and trained (mlp_train); -mlp: k paths after the
+         * MLP's nonlinearity, trained; both with the attention layers at k = 1 */
+        bool mlp = strstr(r.name, "-mlp") != NULL, mt = strstr(r.name, "-mt") != NULL;
+        CHECKF(r.mlp_train_on == (mlp || mt), "%s: mlp_train %d", e->d_name, r.mlp_train_on);
+        rq_tensor_recipe up;
+        rq_recipe_for_tensor(&r, "blk.0.ffn_up.weight", &up);
+        if (mlp || mt)
+            CHECKF(sscanf(r.name, "rep-w%d-k%d", &rb, &rk) == 2 && up.rep.K == rk && r.base.grid.bits == rb &&
+                       up.rep.combine == (mlp ? RQ_REP_COMBINE_MLP : RQ_REP_COMBINE_LINEAR) && r.base.rep.K == 1,
+                   "%s: MLP K %d", e->d_name, up.rep.K);
+        else if (sscanf(r.name, "rep-w%d-k%d", &rb, &rk) == 2)
+            CHECKF(r.base.rep.K == rk && up.rep.K == rk && r.base.grid.bits == rb && r.base.rep.vary_out &&
                        r.base.rep.vary_in == !strstr(r.name, "-rows"), /* -rows: row factors only */
                    "%s: K %d bits %d", e->d_name, r.base.rep.K, r.base.grid.bits);
         else if (strstr(r.name, "-adapt")) /* K per tensor by overrides (scripts/rep_adaptive.py) */
@@ -330,7 +378,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 35, "%d recipe files", n);
+    CHECKF(n == 38, "%d recipe files", n);
 }
 
 int main(void) {

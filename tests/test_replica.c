@@ -29,7 +29,7 @@ static void random_rep(rq_rep *t, int bits, int K, int64_t rows, int64_t cols, u
 }
 
 static int same_rep(const rq_rep *x, const rq_rep *y) {
-    return x->bits == y->bits && x->K == y->K && x->rows == y->rows && x->cols == y->cols &&
+    return x->bits == y->bits && x->K == y->K && x->combine == y->combine && x->rows == y->rows && x->cols == y->cols &&
            !memcmp(x->q, y->q, (size_t)(x->rows * x->cols)) && !memcmp(x->a, y->a, (size_t)(x->K * x->rows) * 2) &&
            !memcmp(x->b, y->b, (size_t)(x->K * x->cols) * 2) && !memcmp(x->o, y->o, (size_t)x->K * 4);
 }
@@ -80,8 +80,8 @@ static void test_refusals(void) {
     b[4] = 2; /* version 2 */
     CHECK(rq_rep_unpack(b, n, &u) == -1 && strstr(rq_error(), "newer") && strstr(rq_error(), "upgrade"));
     b[4] = 1;
-    b[26] = 1; /* combination rule 1 */
-    CHECK(rq_rep_unpack(b, n, &u) == -1 && strstr(rq_error(), "combination rule 1"));
+    b[26] = 2; /* combination rule 2 */
+    CHECK(rq_rep_unpack(b, n, &u) == -1 && strstr(rq_error(), "combination rule 2"));
     b[26] = 0;
     b[25] = 0; /* K = 0 */
     CHECK(rq_rep_unpack(b, n, &u) == -1 && strstr(rq_error(), "K = 0"));
@@ -233,6 +233,32 @@ static rq_grid w2(void) {
     return g;
 }
 
+/* An MLP's paths (combine 1): the file keeps the rule, each replica dequantizes
+ * alone, two of them add to the K = 2 sum bit for bit, and such a blob is not
+ * summed into one matrix by the generic reader. */
+static void test_mlp_paths(void) {
+    for (int bits = 1; bits <= 4; bits++) {
+        rq_rep t, u;
+        random_rep(&t, bits, 2, 5, 13, 40 + (uint64_t)bits);
+        t.combine = RQ_REP_COMBINE_MLP;
+        size_t n = rq_rep_size(bits, 2, 5, 13);
+        uint8_t *b = rq_malloc(n);
+        REQUIRE(rq_rep_pack(&t, b) == 0);
+        REQUIRE(rq_rep_unpack(b, n, &u) == 0);
+        CHECK(same_rep(&t, &u) && u.combine == RQ_REP_COMBINE_MLP);
+        float w[65], w0[65], w1[65];
+        rq_rep_dequant(&t, w);
+        rq_rep_dequant_replica(&t, 0, w0);
+        rq_rep_dequant_replica(&t, 1, w1);
+        for (int i = 0; i < 65; i++)
+            CHECKF(w0[i] + w1[i] == w[i], "bits %d [%d]: %g + %g != %g", bits, i, w0[i], w1[i], w[i]);
+        CHECK(rq_qformat_to_float(b, n, 5, 13, w) != 0 && strstr(rq_error(), "nonlinearity"));
+        rq_rep_free(&t);
+        rq_rep_free(&u);
+        free(b);
+    }
+}
+
 /* every kept step lowers or keeps J; the least-squares steps are kept (they are
  * exact minimizations); the fit ends no worse than its per-row GPTQ start, and
  * rank-4 factors end below K = 1 on the synthetic layer */
@@ -302,6 +328,7 @@ int main(void) {
     RUN(test_identical_replicas);
     RUN(test_collapse);
     RUN(test_matvec);
+    RUN(test_mlp_paths);
     RUN(test_fit_monotone);
     RUN(test_fit_deterministic);
     TEST_EXIT();

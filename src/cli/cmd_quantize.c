@@ -106,6 +106,9 @@ int cmd_quantize(int argc, char **argv) {
     printf("linear layers %.4f bits/weight (%lld weights); embeddings+output %.4f; other %.4f\n", bpw(&rep.linear),
            (long long)rep.linear.weights, bpw(&rep.embd_out), bpw(&rep.other));
     printf("calibration tokens %lld, mean relative layer error %.5f\n", (long long)rep.calib_tokens, rep.rel_err_mean);
+    if (rep.mlp_trained)
+        printf("MLP training: %d blocks, mean held-out MLP error %.5f -> %.5f\n", rep.mlp_trained,
+               rep.mlp_val_start_mean, rep.mlp_val_best_mean);
     printf("time %.1fs (%d threads), peak RSS %.1f MiB\n", rep.seconds, threads, (double)rep.peak_rss / (1 << 20));
     if (json) {
         cJSON *o = cJSON_CreateObject();
@@ -119,6 +122,11 @@ int cmd_quantize(int argc, char **argv) {
         add_sum(o, "other", &rep.other);
         cJSON_AddNumberToObject(o, "calib_tokens", (double)rep.calib_tokens);
         cJSON_AddNumberToObject(o, "rel_err_mean", rep.rel_err_mean);
+        if (rep.mlp_trained) {
+            cJSON_AddNumberToObject(o, "mlp_trained", rep.mlp_trained);
+            cJSON_AddNumberToObject(o, "mlp_val_start_mean", rep.mlp_val_start_mean);
+            cJSON_AddNumberToObject(o, "mlp_val_best_mean", rep.mlp_val_best_mean);
+        }
         cJSON_AddNumberToObject(o, "seconds", rep.seconds);
         cJSON_AddNumberToObject(o, "threads", threads);
         cJSON_AddNumberToObject(o, "peak_rss", (double)rep.peak_rss);

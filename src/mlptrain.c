@@ -1,0 +1,404 @@
+/* mlptrain.c - frozen-code training of a replicated MLP's factors (mlptrain.h):
+ * forward and hand-written backward of the SwiGLU MLP with OpenBLAS, Adam on the
+ * factors, held-out selection of the kept iterate. */
+#include "mlptrain.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grid.h"
+#include "util.h"
+
+rq_mlptrain_opts rq_mlptrain_default(void) {
+    rq_mlptrain_opts o = {.steps = 100, .batch = 512, .eval_every = 10, .lr = 0.002f, .holdout = 0.125f, .seed = 0};
+    return o;
+}
+
+int rq_mlptrain_check(const rq_mlptrain_opts *o) {
+    if (o->steps < 0) return rq_fail("mlp_train.steps = %d must be >= 0", o->steps);
+    if (o->batch < 1) return rq_fail("mlp_train.batch = %d must be >= 1", o->batch);
+    if (o->eval_every < 1) return rq_fail("mlp_train.eval_every = %d must be >= 1", o->eval_every);
+    if (!(o->lr > 0.0f) || !(o->lr <= 1.0f)) return rq_fail("mlp_train.lr = %g must be in (0, 1]", (double)o->lr);
+    if (!(o->holdout > 0.0f) || !(o->holdout < 1.0f))
+        return rq_fail("mlp_train.holdout = %g must be in (0, 1)", (double)o->holdout);
+    return 0;
+}
+
+/* ---- the model: decoded paths, forward, backward ---- */
+
+typedef struct {
+    rq_rep *m[3];
+    int K, paths; /* paths: K with combine 1, else 1 */
+    int64_t E, F; /* model width, MLP width */
+    int64_t rows[3], cols[3];
+    float *qc[3]; /* codes minus the grid centre, [rows, cols] */
+    const rq_orth *r4;
+    int64_t nb;       /* largest batch the buffers hold */
+    float *W[3];      /* decoded matrices of every path: W[j] + p * rows * cols */
+    float *G, *U, *S; /* [paths, nb, F] */
+    float *Y, *dY, *dS, *dW, *T;
+} net;
+
+typedef struct {
+    const float *qc, *a, *b, *o;
+    int64_t rows, cols;
+    int k0, k1; /* replicas k0..k1-1 summed */
+    float *W;
+} decode_job;
+
+static void decode_rows(void *ctx, int64_t lo, int64_t hi) {
+    const decode_job *j = ctx;
+    for (int64_t r = lo; r < hi; r++) {
+        float *w = j->W + r * j->cols;
+        const float *q = j->qc + r * j->cols;
+        for (int64_t c = 0; c < j->cols; c++)
+            w[c] = 0.0f;
+        for (int k = j->k0; k < j->k1; k++) {
+            float a = j->a[k * j->rows + r], o = j->o[k];
+            const float *b = j->b + k * j->cols;
+            for (int64_t c = 0; c < j->cols; c++)
+                w[c] += a * b[c] * (q[c] + o);
+        }
+    }
+}
+
+/* Every path's three matrices from the f32 factors a[j], b[j]. */
+static void decode_all(net *n, float *a[3], float *b[3]) {
+    for (int j = 0; j < 3; j++)
+        for (int p = 0; p < n->paths; p++) {
+            decode_job dj = {n->qc[j],
+                             a[j],
+                             b[j],
+                             n->m[j]->o,
+                             n->rows[j],
+                             n->cols[j],
+                             n->paths > 1 ? p : 0,
+                             n->paths > 1 ? p + 1 : n->K,
+                             n->W[j] + p * n->rows[j] * n->cols[j]};
+            rq_parallel_for(n->rows[j], decode_rows, &dj);
+        }
+}
+
+static float sigmoid(float g) { return 1.0f / (1.0f + expf(-g)); }
+
+/* Y[nb, E] = the MLP on x[nb, E] with the decoded matrices; keeps G, U, S. */
+static void forward(net *n, const float *x, int64_t nb) {
+    const int64_t E = n->E, F = n->F;
+    for (int p = 0; p < n->paths; p++) {
+        float *G = n->G + p * n->nb * F, *U = n->U + p * n->nb * F, *S = n->S + p * n->nb * F;
+        const float *wg = n->W[0] + p * F * E, *wu = n->W[1] + p * F * E, *wd = n->W[2] + p * E * F;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)F, (int)E, 1.0f, x, (int)E, wg, (int)E, 0.0f,
+                    G, (int)F);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)F, (int)E, 1.0f, x, (int)E, wu, (int)E, 0.0f,
+                    U, (int)F);
+        for (int64_t i = 0; i < nb * F; i++)
+            S[i] = G[i] * sigmoid(G[i]) * U[i];
+        if (n->r4) rq_orth_apply(n->r4, S, nb);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)E, (int)F, 1.0f, S, (int)F, wd, (int)F,
+                    p ? 1.0f : 0.0f, n->Y, (int)E);
+    }
+}
+
+typedef struct {
+    const float *dW, *qc, *o;
+    int64_t cols;
+    int k;
+    float *T;
+} tmul_job;
+
+static void tmul_rows(void *ctx, int64_t lo, int64_t hi) {
+    const tmul_job *j = ctx;
+    float o = j->o[j->k];
+    for (int64_t i = lo * j->cols; i < hi * j->cols; i++)
+        j->T[i] = j->dW[i] * (j->qc[i] + o);
+}
+
+/* ga_k += (dW .* (qc + o_k)) b_k, gb_k += (dW .* (qc + o_k))^T a_k for the replicas of path p. */
+static void factor_grads(net *n, int j, int p, const float *dW, float *a, float *b, float *ga, float *gb) {
+    int64_t R = n->rows[j], C = n->cols[j];
+    int k0 = n->paths > 1 ? p : 0, k1 = n->paths > 1 ? p + 1 : n->K;
+    for (int k = k0; k < k1; k++) {
+        tmul_job tj = {dW, n->qc[j], n->m[j]->o, C, k, n->T};
+        rq_parallel_for(R, tmul_rows, &tj);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)R, (int)C, 1.0f, n->T, (int)C, b + k * C, 1, 1.0f, ga + k * R, 1);
+        cblas_sgemv(CblasRowMajor, CblasTrans, (int)R, (int)C, 1.0f, n->T, (int)C, a + k * R, 1, 1.0f, gb + k * C, 1);
+    }
+}
+
+/* Loss sum_t ||Y_t - yref_t||^2 / nb on the batch; with ga, the gradients are
+ * added into ga, gb (zeroed by the caller). The matrices must be decoded. */
+static double batch_loss(net *n, const float *x, const float *yref, int64_t nb, float *a[3], float *b[3], float *ga[3],
+                         float *gb[3]) {
+    const int64_t E = n->E, F = n->F;
+    forward(n, x, nb);
+    double loss = 0;
+    for (int64_t i = 0; i < nb * E; i++) {
+        double d = (double)n->Y[i] - yref[i];
+        loss += d * d;
+        n->dY[i] = (float)(2.0 * d / (double)nb);
+    }
+    loss /= (double)nb;
+    if (!ga) return loss;
+    for (int p = 0; p < n->paths; p++) {
+        float *G = n->G + p * n->nb * F, *U = n->U + p * n->nb * F, *S = n->S + p * n->nb * F;
+        const float *wd = n->W[2] + p * E * F;
+        /* down: dWd[E, F] = dY^T S, dS = dY Wd */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)E, (int)F, (int)nb, 1.0f, n->dY, (int)E, S, (int)F,
+                    0.0f, n->dW, (int)F);
+        factor_grads(n, 2, p, n->dW, a[2], b[2], ga[2], gb[2]);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)F, (int)E, 1.0f, n->dY, (int)E, wd, (int)F,
+                    0.0f, n->dS, (int)F);
+        if (n->r4) rq_orth_apply_t(n->r4, n->dS, nb);
+        /* through silu(G) .* U: dG (into G) and dU (into U) */
+        for (int64_t i = 0; i < nb * F; i++) {
+            float g = G[i], s = sigmoid(g), ds = n->dS[i];
+            float du = ds * g * s;
+            G[i] = ds * U[i] * s * (1.0f + g * (1.0f - s));
+            U[i] = du;
+        }
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)F, (int)E, (int)nb, 1.0f, G, (int)F, x, (int)E, 0.0f,
+                    n->dW, (int)E);
+        factor_grads(n, 0, p, n->dW, a[0], b[0], ga[0], gb[0]);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)F, (int)E, (int)nb, 1.0f, U, (int)F, x, (int)E, 0.0f,
+                    n->dW, (int)E);
+        factor_grads(n, 1, p, n->dW, a[1], b[1], ga[1], gb[1]);
+    }
+    return loss;
+}
+
+static int net_init(net *n, rq_rep *m[3], int64_t E, int64_t F, const rq_orth *r4, int64_t nb) {
+    memset(n, 0, sizeof *n);
+    const int64_t rows[3] = {F, F, E}, cols[3] = {E, E, F};
+    for (int j = 0; j < 3; j++) {
+        if (m[j]->rows != rows[j] || m[j]->cols != cols[j] || m[j]->K != m[0]->K || m[j]->combine != m[0]->combine)
+            return rq_fail("MLP training: matrix %d is [%lld, %lld] K=%d combine %d; expected [%lld, %lld] with the K "
+                           "and combine of the gate (%d, %d)",
+                           j, (long long)m[j]->rows, (long long)m[j]->cols, m[j]->K, m[j]->combine, (long long)rows[j],
+                           (long long)cols[j], m[0]->K, m[0]->combine);
+        n->m[j] = m[j];
+        n->rows[j] = rows[j];
+        n->cols[j] = cols[j];
+    }
+    n->K = m[0]->K;
+    n->paths = m[0]->combine == RQ_REP_COMBINE_MLP ? n->K : 1;
+    n->E = E;
+    n->F = F;
+    n->r4 = r4;
+    n->nb = nb;
+    for (int j = 0; j < 3; j++) {
+        float c = (float)((1 << m[j]->bits) - 1) * 0.5f;
+        n->qc[j] = rq_malloc((size_t)(E * F) * sizeof(float));
+        for (int64_t i = 0; i < E * F; i++)
+            n->qc[j][i] = (float)m[j]->q[i] - c;
+        n->W[j] = rq_malloc((size_t)(n->paths * E * F) * sizeof(float));
+    }
+    size_t pf = (size_t)(n->paths * nb * F) * sizeof(float);
+    n->G = rq_malloc(pf);
+    n->U = rq_malloc(pf);
+    n->S = rq_malloc(pf);
+    n->Y = rq_malloc((size_t)(nb * E) * sizeof(float));
+    n->dY = rq_malloc((size_t)(nb * E) * sizeof(float));
+    n->dS = rq_malloc((size_t)(nb * F) * sizeof(float));
+    n->dW = rq_malloc((size_t)(E * F) * sizeof(float));
+    n->T = rq_malloc((size_t)(E * F) * sizeof(float));
+    return 0;
+}
+
+static void net_free(net *n) {
+    for (int j = 0; j < 3; j++) {
+        free(n->qc[j]);
+        free(n->W[j]);
+    }
+    free(n->G);
+    free(n->U);
+    free(n->S);
+    free(n->Y);
+    free(n->dY);
+    free(n->dS);
+    free(n->dW);
+    free(n->T);
+}
+
+double rq_mlp_loss_grad(const float *x, int64_t nt, int64_t E, int64_t F, const float *yref, const rq_orth *r4,
+                        rq_rep *m[3], float *a[3], float *b[3], float *ga[3], float *gb[3]) {
+    net n;
+    if (net_init(&n, m, E, F, r4, nt)) return NAN;
+    decode_all(&n, a, b);
+    double l = batch_loss(&n, x, yref, nt, a, b, ga, gb);
+    net_free(&n);
+    return l;
+}
+
+/* ---- training ---- */
+
+/* y[n, E] = the reference MLP on x (same R4). */
+static void reference(const float *x, int64_t nt, int64_t E, int64_t F, const float *wg, const float *wu,
+                      const float *wd, const rq_orth *r4, float *y) {
+    const int64_t chunk = 512;
+    float *G = rq_malloc((size_t)(chunk * F) * sizeof(float)), *U = rq_malloc((size_t)(chunk * F) * sizeof(float));
+    for (int64_t t0 = 0; t0 < nt; t0 += chunk) {
+        int64_t nb = nt - t0 < chunk ? nt - t0 : chunk;
+        const float *xb = x + t0 * E;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)F, (int)E, 1.0f, xb, (int)E, wg, (int)E,
+                    0.0f, G, (int)F);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)F, (int)E, 1.0f, xb, (int)E, wu, (int)E,
+                    0.0f, U, (int)F);
+        for (int64_t i = 0; i < nb * F; i++)
+            G[i] = G[i] * sigmoid(G[i]) * U[i];
+        if (r4) rq_orth_apply(r4, G, nb);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)E, (int)F, 1.0f, G, (int)F, wd, (int)F, 0.0f,
+                    y + t0 * E, (int)E);
+    }
+    free(G);
+    free(U);
+}
+
+/* Mean held-out loss over tokens [t0, t1), the matrices decoded from a, b. */
+static double heldout_loss(net *n, const float *x, const float *y, int64_t t0, int64_t t1, float *a[3], float *b[3]) {
+    decode_all(n, a, b);
+    double s = 0;
+    for (int64_t t = t0; t < t1; t += n->nb) {
+        int64_t nb = t1 - t < n->nb ? t1 - t : n->nb;
+        s += batch_loss(n, x + t * n->E, y + t * n->E, nb, a, b, NULL, NULL) * (double)nb;
+    }
+    return s / (double)(t1 - t0);
+}
+
+static void round_f16(const float *src, int64_t n, float *dst) {
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = rq_fp16_to_fp32(rq_fp32_to_fp16(src[i]));
+}
+
+static double rms(const float *v, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += (double)v[i] * v[i];
+    return n ? sqrt(s / (double)n) : 0;
+}
+
+/* One Adam step on v[n] with gradient g; moments m, s; bias corrections c1, c2. */
+static void adam(float *v, const float *g, float *m, float *s, int64_t n, float lr, double c1, double c2) {
+    for (int64_t i = 0; i < n; i++) {
+        m[i] = 0.9f * m[i] + 0.1f * g[i];
+        s[i] = 0.999f * s[i] + 0.001f * g[i] * g[i];
+        double mh = m[i] / c1, sh = s[i] / c2;
+        v[i] -= (float)(lr * mh / (sqrt(sh) + 1e-30));
+    }
+}
+
+int rq_mlp_train(const float *x, int64_t nt, int64_t E, int64_t F, const float *wg, const float *wu, const float *wd,
+                 const rq_orth *r4, rq_rep *m[3], const rq_mlptrain_opts *o, rq_mlptrain_trace *tr) {
+    double t_start = rq_time();
+    memset(tr, 0, sizeof *tr);
+    if (rq_mlptrain_check(o)) return -1;
+    int64_t n_val = (int64_t)((double)nt * o->holdout), n_tr = nt - n_val;
+    if (n_val < 1 || n_tr < 1)
+        return rq_fail("MLP training: %lld tokens leave no %s part at holdout %g", (long long)nt,
+                       n_val < 1 ? "held-out" : "training", (double)o->holdout);
+    int64_t nb = o->batch < n_tr ? o->batch : n_tr;
+    net n;
+    if (net_init(&n, m, E, F, r4, nb)) return -1;
+    float *y = rq_malloc((size_t)(nt * E) * sizeof(float));
+    reference(x, nt, E, F, wg, wu, wd, r4, y);
+    double yy = 0;
+    for (int64_t i = n_tr * E; i < nt * E; i++)
+        yy += (double)y[i] * y[i];
+    yy /= (double)n_val;
+    if (!(yy > 0)) yy = 1;
+
+    /* f32 factors (a, b), the best kept (f16-rounded), gradients and Adam moments */
+    float *a[3], *b[3], *ba[3], *bb[3], *ga[3], *gb[3], *ma[3], *sa[3], *mb[3], *sb[3], lra[3], lrb[3];
+    int K = n.K;
+    for (int j = 0; j < 3; j++) {
+        int64_t na = K * n.rows[j], nbf = K * n.cols[j];
+        a[j] = rq_malloc((size_t)na * sizeof(float));
+        b[j] = rq_malloc((size_t)nbf * sizeof(float));
+        rq_fp16_to_fp32_n(m[j]->a, na, a[j]);
+        rq_fp16_to_fp32_n(m[j]->b, nbf, b[j]);
+        ba[j] = rq_malloc((size_t)na * sizeof(float));
+        bb[j] = rq_malloc((size_t)nbf * sizeof(float));
+        memcpy(ba[j], a[j], (size_t)na * sizeof(float));
+        memcpy(bb[j], b[j], (size_t)nbf * sizeof(float));
+        ga[j] = rq_malloc((size_t)na * sizeof(float));
+        gb[j] = rq_malloc((size_t)nbf * sizeof(float));
+        ma[j] = rq_calloc((size_t)na, sizeof(float));
+        sa[j] = rq_calloc((size_t)na, sizeof(float));
+        mb[j] = rq_calloc((size_t)nbf, sizeof(float));
+        sb[j] = rq_calloc((size_t)nbf, sizeof(float));
+        lra[j] = o->lr * (float)rms(a[j], na);
+        lrb[j] = o->lr * (float)rms(b[j], nbf);
+    }
+    tr->val_start = tr->val_best = heldout_loss(&n, x, y, n_tr, nt, a, b) / yy;
+    tr->best_step = 0;
+
+    float *xb = rq_malloc((size_t)(nb * E) * sizeof(float)), *yb = rq_malloc((size_t)(nb * E) * sizeof(float));
+    float *ra[3], *rb[3];
+    for (int j = 0; j < 3; j++) {
+        ra[j] = rq_malloc((size_t)(K * n.rows[j]) * sizeof(float));
+        rb[j] = rq_malloc((size_t)(K * n.cols[j]) * sizeof(float));
+    }
+    rq_rng rng;
+    rq_rng_seed(&rng, o->seed, 0x6d6c70747261696eull); /* "mlptrain" */
+    double c1 = 1, c2 = 1;
+    for (int step = 1; step <= o->steps; step++) {
+        for (int64_t i = 0; i < nb; i++) {
+            int64_t t = (int64_t)(rq_rng_next(&rng) % (uint64_t)n_tr);
+            memcpy(xb + i * E, x + t * E, (size_t)E * sizeof(float));
+            memcpy(yb + i * E, y + t * E, (size_t)E * sizeof(float));
+        }
+        for (int j = 0; j < 3; j++) {
+            memset(ga[j], 0, (size_t)(K * n.rows[j]) * sizeof(float));
+            memset(gb[j], 0, (size_t)(K * n.cols[j]) * sizeof(float));
+        }
+        decode_all(&n, a, b);
+        batch_loss(&n, xb, yb, nb, a, b, ga, gb);
+        c1 *= 0.9;
+        c2 *= 0.999;
+        for (int j = 0; j < 3; j++) {
+            adam(a[j], ga[j], ma[j], sa[j], K * n.rows[j], lra[j], 1 - c1, 1 - c2);
+            adam(b[j], gb[j], mb[j], sb[j], K * n.cols[j], lrb[j], 1 - c1, 1 - c2);
+        }
+        if (step % o->eval_every == 0 || step == o->steps) {
+            for (int j = 0; j < 3; j++) {
+                round_f16(a[j], K * n.rows[j], ra[j]);
+                round_f16(b[j], K * n.cols[j], rb[j]);
+            }
+            double v = heldout_loss(&n, x, y, n_tr, nt, ra, rb) / yy;
+            if (v < tr->val_best) {
+                tr->val_best = v;
+                tr->best_step = step;
+                for (int j = 0; j < 3; j++) {
+                    memcpy(ba[j], ra[j], (size_t)(K * n.rows[j]) * sizeof(float));
+                    memcpy(bb[j], rb[j], (size_t)(K * n.cols[j]) * sizeof(float));
+                }
+            }
+        }
+    }
+    for (int j = 0; j < 3; j++) {
+        for (int64_t i = 0; i < K * n.rows[j]; i++)
+            m[j]->a[i] = rq_fp32_to_fp16(ba[j][i]);
+        for (int64_t i = 0; i < K * n.cols[j]; i++)
+            m[j]->b[i] = rq_fp32_to_fp16(bb[j][i]);
+        free(a[j]);
+        free(b[j]);
+        free(ba[j]);
+        free(bb[j]);
+        free(ga[j]);
+        free(gb[j]);
+        free(ma[j]);
+        free(sa[j]);
+        free(mb[j]);
+        free(sb[j]);
+        free(ra[j]);
+        free(rb[j]);
+    }
+    free(xb);
+    free(yb);
+    free(y);
+    net_free(&n);
+    tr->seconds = rq_time() - t_start;
+    return 0;
+}
