@@ -2,8 +2,9 @@
 # Layer replication on MODEL (default smollm2-135m): per-row GPTQ baselines and
 # replicated fits at W1/W2/W3 on the RH-rotated model (scripts/rot_table.sh), the
 # adaptive-K recipe from the W1 runs' per-tensor logs (scripts/rep_adaptive.py, 2x
-# compute), W2 without rotation, and K=1 vs K=2 at 4x the calibration tokens; then
-# the table (scripts/rep_summary.py). llamacpp protocol only, CHUNKS chunks of 512.
+# compute), W2 without rotation, K=1 vs K=2 at 4x the calibration tokens, and the
+# trained MLPs (mlp_train: K=1, K=2 summed, K=2 paths); then the table
+# (scripts/rep_summary.py). llamacpp protocol only, CHUNKS chunks of 512.
 #   REPLIQ_DATA=../shared/data scripts/rep_table.sh [MODEL] [CHUNKS]
 # About 2.5 hours on 2 cores for SmolLM2 at 40 chunks. Files already in the cache are reused.
 set -euo pipefail
@@ -24,5 +25,9 @@ scripts/rot_table.sh "$model" "$chunks" 5 rh "$adapt"
 scripts/rot_table.sh "$model" "$chunks" 5 none recipes/gptq-w2pc-sym.json recipes/gptq-w3pc-sym.json \
     recipes/rep-w2-k1.json recipes/rep-w2-k4.json
 CALIB_N=$((4 * CALIB_N)) scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/rep-w2-k1.json recipes/rep-w2-k2.json
+# the MLP's factors trained (mlp_train): K = 1, K = 2 summed, K = 2 paths after the nonlinearity
+scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/rep-w2-k1-mt.json recipes/rep-w2-k2-mlp.json \
+    recipes/rep-w2-k2-mt.json
+scripts/rot_table.sh "$model" "$chunks" 5 none recipes/rep-w2-k1-mt.json recipes/rep-w2-k2-mlp.json
 python3 scripts/rep_summary.py "$q" "results/quant-$model-rh-s${ROT_SEED:-0}-l$chunks-g5.jsonl" \
     "$cache/quant/$model" "results/quant-$model-l$chunks-g5.jsonl"
