@@ -224,9 +224,7 @@ static int mlp_paths(const rq_gguf *g, const char *blk, int *err) {
 
 /* The K paths of an MLP replicated after its nonlinearity, each replica
  * dequantized to its own f32 matrix. */
-static void load_mlp_paths(const rq_gguf *g, rq_layer *L, const char *blk, int K, int64_t E, int64_t F, int *err) {
-    L->ffn_paths = K;
-    L->ffn_extra = K > 1 ? rq_calloc((size_t)(3 * (K - 1)), sizeof *L->ffn_extra) : NULL;
+static void load_mlp_paths(const rq_gguf *g, rq_layer *L, const char *blk, int64_t E, int64_t F, int *err) {
     const int64_t rows[3] = {F, F, E}, cols[3] = {E, E, F};
     for (int j = 0; j < 3 && !*err; j++) {
         char key[96];
@@ -245,13 +243,7 @@ static void load_mlp_paths(const rq_gguf *g, rq_layer *L, const char *blk, int K
             *err = 1;
             return;
         }
-        for (int k = 0; k < K; k++) {
-            rq_linear *l = k ? &L->ffn_extra[3 * (k - 1) + j] : j == 0 ? &L->gate : j == 1 ? &L->up : &L->down;
-            l->rows = r.rows;
-            l->cols = r.cols;
-            l->w = rq_malloc((size_t)(r.rows * r.cols) * sizeof(float));
-            rq_rep_dequant_replica(&r, k, l->w);
-        }
+        rq_layer_set_mlp_replicas(L, j, &r);
         rq_rep_free(&r);
         rq_gguf_release(g, t);
     }
@@ -279,7 +271,7 @@ int rq_layer_load(const rq_gguf *g, const rq_config *c, int i, rq_layer *L) {
     load_linear(g, &L->o, key, E, Dq, false, &err);
     int paths = err ? 0 : mlp_paths(g, p, &err);
     if (paths > 0) {
-        load_mlp_paths(g, L, p, paths, E, F, &err);
+        load_mlp_paths(g, L, p, E, F, &err);
     } else {
         snprintf(key, sizeof key, "%s.ffn_gate", p);
         load_linear(g, &L->gate, key, F, E, false, &err);
@@ -411,6 +403,22 @@ void rq_layer_ffn_path(const rq_layer *L, int p, const rq_linear **gate, const r
     *gate = x ? x : &L->gate;
     *up = x ? x + 1 : &L->up;
     *down = x ? x + 2 : &L->down;
+}
+
+void rq_layer_set_mlp_replicas(rq_layer *L, int j, const rq_rep *r) {
+    if (L->ffn_paths != r->K) {
+        L->ffn_paths = r->K;
+        L->ffn_extra = r->K > 1 ? rq_calloc((size_t)(3 * (r->K - 1)), sizeof *L->ffn_extra) : NULL;
+    }
+    for (int k = 0; k < r->K; k++) {
+        rq_linear *l = k ? &L->ffn_extra[3 * (k - 1) + j] : j == 0 ? &L->gate : j == 1 ? &L->up : &L->down;
+        if (!l->w) {
+            l->rows = r->rows;
+            l->cols = r->cols;
+            l->w = rq_malloc((size_t)(r->rows * r->cols) * sizeof(float));
+        }
+        rq_rep_dequant_replica(r, k, l->w);
+    }
 }
 
 void rq_layer_free(rq_layer *L) {

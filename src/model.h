@@ -9,6 +9,7 @@
 
 #include "actq.h"
 #include "gguf.h"
+#include "replica.h"
 
 struct rq_tokenizer;
 
@@ -46,6 +47,11 @@ typedef struct {
     int ffn_paths;
     rq_linear *ffn_extra;
 } rq_layer;
+
+/* Matrix j (0 gate, 1 up, 2 down) of every path from the replicas of r (an MLP
+ * replicated after its nonlinearity): path k's gets replica k, dequantized into
+ * its f32 matrix (allocated when missing). The first call sets ffn_paths = K. */
+void rq_layer_set_mlp_replicas(rq_layer *L, int j, const rq_rep *r);
 
 /* The MLP paths of a layer (at least 1), and path p's three matrices. */
 int rq_layer_ffn_paths(const rq_layer *L);

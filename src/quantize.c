@@ -69,8 +69,6 @@ static const char *method_name(rq_method m) {
 
 #define ERR_ROWS 256
 
-/* A replicated layer (replica.h): fit K decoders over one code tensor on the
- * layer's Hessian, store them as one blob, leave the dequantized sum in w. */
 /* The packed blob of a replicated tensor, as the output's. */
 static int store_rep(qstate *s, const char *name, const rq_rep *t) {
     out_tensor *ot = &s->out[rq_gguf_tensor_find(s->g, name) - s->g->tensors];
@@ -81,17 +79,34 @@ static int store_rep(qstate *s, const char *name, const rq_rep *t) {
     return 0;
 }
 
+static const struct {
+    const char *suffix;
+    rq_hook_point in;
+} block_linears[7] = {{"attn_q", RQ_HOOK_ATTN_IN},   {"attn_k", RQ_HOOK_ATTN_IN},  {"attn_v", RQ_HOOK_ATTN_IN},
+                      {"attn_output", RQ_HOOK_O_IN}, {"ffn_gate", RQ_HOOK_FFN_IN}, {"ffn_up", RQ_HOOK_FFN_IN},
+                      {"ffn_down", RQ_HOOK_DOWN_IN}};
+
+static rq_linear *layer_linear(rq_layer *L, int i) {
+    rq_linear *t[7] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
+    return t[i];
+}
+
+#define MLP_FIRST 4 /* block_linears[4..6]: ffn_gate, ffn_up, ffn_down */
+
 /* Index 0..2 of an MLP matrix name (blk.N.ffn_gate/up/down.weight), else -1. */
 static int mlp_index(const char *name) {
-    static const char *const sfx[3] = {".ffn_gate.weight", ".ffn_up.weight", ".ffn_down.weight"};
-    size_t n = strlen(name);
+    if (!rq_is_block_linear(name)) return -1;
+    const char *sfx = strchr(strchr(name, '.') + 1, '.') + 1; /* past "blk.N." */
     for (int j = 0; j < 3; j++) {
-        size_t m = strlen(sfx[j]);
-        if (n > m && !strcmp(name + n - m, sfx[j]) && rq_is_block_linear(name)) return j;
+        size_t m = strlen(block_linears[MLP_FIRST + j].suffix);
+        if (!strncmp(sfx, block_linears[MLP_FIRST + j].suffix, m) && !strcmp(sfx + m, ".weight")) return j;
     }
     return -1;
 }
 
+/* A replicated layer (replica.h): fit K decoders over one code tensor on the
+ * layer's Hessian, store them as one blob, leave the dequantized sum in w; an MLP
+ * matrix of a block with mlp_train is kept in s->mlp instead (train_mlp stores it). */
 static int replicate_tensor(qstate *s, const char *name, const rq_tensor_recipe *tr, float *w, int64_t rows,
                             int64_t cols, rq_gptq *H) {
     rq_rep_opts o = tr->rep;
@@ -114,7 +129,9 @@ static int replicate_tensor(qstate *s, const char *name, const rq_tensor_recipe 
     double rel_start = trace.J_zero > 0 ? trace.J_init / trace.J_zero : -1;
     s->err_sum += rel;
     s->err_n++;
-    if (store_rep(s, name, &t)) {
+    int j = mlp_index(name);
+    bool keep = s->keep_mlp && j >= 0; /* trained with the block's other MLP matrices, stored then */
+    if (!keep && store_rep(s, name, &t)) {
         rq_rep_free(&t);
         return -1;
     }
@@ -130,8 +147,7 @@ static int replicate_tensor(qstate *s, const char *name, const rq_tensor_recipe 
                 t.K > 1 && !paths && rq_rep_collapses(&t, 1e-3) ? "  [replicas collapsed into one decoder]" : "");
     }
     report_tensor(s, name, rows, cols, t.bits, t.K, blob_len, rel, rel_start, rq_time() - t0);
-    int j = mlp_index(name);
-    if (s->keep_mlp && j >= 0) { /* trained with the block's other MLP matrices, then stored again */
+    if (keep) {
         s->mlp[j] = t;
         return 0;
     }
@@ -158,31 +174,14 @@ static int train_mlp(qstate *s, rq_fwd *f, rq_layer *L, int l, float *ref[3]) {
         fprintf(stderr, "  blk.%d MLP trained (K=%d, %s): held-out error %.5f -> %.5f (step %d of %d, %.1fs)\n", l,
                 m[0]->K, m[0]->combine == RQ_REP_COMBINE_MLP ? "paths" : "linear", tr.val_start, tr.val_best,
                 tr.best_step, o.steps, tr.seconds);
-    rq_linear *lin[3] = {&L->gate, &L->up, &L->down};
-    static const char *const sfx[3] = {"ffn_gate", "ffn_up", "ffn_down"};
-    int K = m[0]->K;
-    bool paths = m[0]->combine == RQ_REP_COMBINE_MLP;
-    if (paths) {
-        L->ffn_paths = K;
-        L->ffn_extra = rq_calloc((size_t)(3 * (K - 1)), sizeof *L->ffn_extra);
-    }
     for (int j = 0; j < 3; j++) {
         char name[96];
-        snprintf(name, sizeof name, "blk.%d.%s.weight", l, sfx[j]);
+        snprintf(name, sizeof name, "blk.%d.%s.weight", l, block_linears[MLP_FIRST + j].suffix);
         if (store_rep(s, name, m[j])) return -1;
-        if (!paths) {
-            rq_rep_dequant(m[j], lin[j]->w);
-            continue;
-        }
-        for (int k = 0; k < K; k++) {
-            rq_linear *d = k ? &L->ffn_extra[3 * (k - 1) + j] : lin[j];
-            if (k) {
-                d->rows = lin[j]->rows;
-                d->cols = lin[j]->cols;
-                d->w = rq_malloc((size_t)(d->rows * d->cols) * sizeof(float));
-            }
-            rq_rep_dequant_replica(m[j], k, d->w);
-        }
+        if (m[j]->combine == RQ_REP_COMBINE_MLP)
+            rq_layer_set_mlp_replicas(L, j, m[j]);
+        else
+            rq_rep_dequant(m[j], layer_linear(L, MLP_FIRST + j)->w);
     }
     return 0;
 }
@@ -264,18 +263,6 @@ static void hook_add(void *ctx, int layer, rq_hook_point p, const float *x, int 
     }
 }
 
-static const struct {
-    const char *suffix;
-    rq_hook_point in;
-} block_linears[7] = {{"attn_q", RQ_HOOK_ATTN_IN},   {"attn_k", RQ_HOOK_ATTN_IN},  {"attn_v", RQ_HOOK_ATTN_IN},
-                      {"attn_output", RQ_HOOK_O_IN}, {"ffn_gate", RQ_HOOK_FFN_IN}, {"ffn_up", RQ_HOOK_FFN_IN},
-                      {"ffn_down", RQ_HOOK_DOWN_IN}};
-
-static rq_linear *layer_linear(rq_layer *L, int i) {
-    rq_linear *t[7] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
-    return t[i];
-}
-
 /* Run every calibration window through one block, in place. */
 static void run_block(rq_fwd *f, const rq_layer *L, int layer, float *x, int n_win, int len, int E, rq_fwd_hook hook,
                       void *ctx) {
@@ -286,7 +273,6 @@ static void run_block(rq_fwd *f, const rq_layer *L, int layer, float *x, int n_w
 /* MLP-level replication and mlp_train need each block's three MLP matrices
  * replicated alike: refuse anything else before any work, naming the block. */
 static int check_mlp_recipe(const qstate *s) {
-    static const char *const sfx[3] = {"ffn_gate", "ffn_up", "ffn_down"};
     const rq_recipe *r = s->r;
     for (uint64_t i = 0; i < s->g->n_tensors; i++) {
         rq_tensor_recipe t;
@@ -302,7 +288,7 @@ static int check_mlp_recipe(const qstate *s) {
         char nm[3][96];
         int n_rep = 0, n_mlp = 0;
         for (int j = 0; j < 3; j++) {
-            snprintf(nm[j], sizeof nm[j], "blk.%d.%s.weight", l, sfx[j]);
+            snprintf(nm[j], sizeof nm[j], "blk.%d.%s.weight", l, block_linears[MLP_FIRST + j].suffix);
             rq_recipe_for_tensor(r, nm[j], &t[j]);
             bool rep = t[j].rep.K > 0 && t[j].method != RQ_METHOD_KEEP;
             n_rep += rep;
@@ -517,7 +503,7 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
         int err = 0;
         float *ref[3] = {NULL, NULL, NULL}; /* the reference MLP, for mlp_train */
         for (int j = 0; s.keep_mlp && j < 3; j++) {
-            const rq_linear *lin = layer_linear(&L, 4 + j);
+            const rq_linear *lin = layer_linear(&L, MLP_FIRST + j);
             ref[j] = rq_malloc((size_t)(lin->rows * lin->cols) * sizeof(float));
             memcpy(ref[j], lin->w, (size_t)(lin->rows * lin->cols) * sizeof(float));
         }

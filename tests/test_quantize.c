@@ -56,6 +56,16 @@ static int read_all(const char *path, uint8_t **buf, size_t *n) {
     return 0;
 }
 
+/* The default recipe on the grid replication starts from: 2 bits, symmetric, one
+ * scale per row, clipping search. */
+static void w2_per_row_recipe(rq_recipe *r) {
+    rq_recipe_default(r);
+    r->base.grid.bits = 2;
+    r->base.grid.sym = true;
+    r->base.grid.group = 0;
+    r->base.grid.mse = true;
+}
+
 /* Both files read and byte for byte equal. */
 static bool same_bytes(const char *p, const char *q) {
     uint8_t *x = NULL, *y = NULL;
@@ -256,11 +266,7 @@ static void test_replicated_file(void) {
         double err[2];
         for (int i = 0; i < 2; i++) {
             rq_recipe r;
-            rq_recipe_default(&r);
-            r.base.grid.bits = 2;
-            r.base.grid.sym = true;
-            r.base.grid.group = 0;
-            r.base.grid.mse = true;
+            w2_per_row_recipe(&r);
             r.base.gptq.act_order = true;
             if (i == 1) {
                 r.base.rep = rq_rep_opts_default();
@@ -306,11 +312,7 @@ static void test_mlp_trained_file(void) {
     REQUIRE(write_src("qwen2") == 0);
     for (int mode = 0; mode < 2; mode++) {
         rq_recipe r;
-        rq_recipe_default(&r);
-        r.base.grid.bits = 2;
-        r.base.grid.sym = true;
-        r.base.grid.group = 0;
-        r.base.grid.mse = true;
+        w2_per_row_recipe(&r);
         r.base.rep = rq_rep_opts_default();
         r.base.rep.K = 1;
         rq_override ov = {.set = RQ_OV_REPLICATE};
@@ -346,11 +348,21 @@ static void test_mlp_trained_file(void) {
         float *tmp = rq_malloc(100 * 64 * sizeof(float));
         if (mode)
             CHECK(rq_qformat_to_float(t->data, t->nbytes, 100, 64, tmp) != 0 && strstr(rq_error(), "nonlinearity"));
-        free(tmp);
-        rq_gguf_close(g);
         rq_model *m = NULL;
         REQUIRE(rq_model_load(out_path, &m) == 0);
         CHECK(rq_layer_ffn_paths(&m->layers[1]) == (mode ? 2 : 1));
+        /* path k's up projection is replica k of the stored blob */
+        rq_rep u;
+        REQUIRE(rq_rep_unpack(t->data, t->nbytes, &u) == 0);
+        for (int k = 0; k < u.K && mode; k++) {
+            const rq_linear *pg, *pu, *pd;
+            rq_layer_ffn_path(&m->layers[1], k, &pg, &pu, &pd);
+            rq_rep_dequant_replica(&u, k, tmp);
+            CHECKF(!memcmp(pu->w, tmp, 100 * 64 * sizeof(float)), "path %d's ffn_up is not replica %d", k, k);
+        }
+        rq_rep_free(&u);
+        free(tmp);
+        rq_gguf_close(g);
         enum { T = 12 };
         int32_t tok[T];
         for (int i = 0; i < T; i++)
