@@ -250,14 +250,17 @@ static void flag_massive(rq_fwd *f, const float *x, int n, int E) {
     free(srt);
 }
 
-static void layer_fwd(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx,
-                      bool down) {
+/* One block; last < RQ_HOOK_COUNT stops after the hook at that point (x then
+ * holds what the block has added so far). */
+static void layer_fwd(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx, int last) {
+    bool down = last == RQ_HOOK_COUNT;
     const rq_config *c = &f->cfg;
     int E = c->n_embd, Dq = c->n_head * c->head_dim;
     flag_massive(f, x, n, E);
     rmsnorm(x, L->attn_norm, n, E, c->norm_eps, f->h);
     act_in(f, f->h, n, E);
     if (hook) hook(ctx, layer, RQ_HOOK_ATTN_IN, f->h, n, E);
+    if (last == RQ_HOOK_ATTN_IN) return;
     linear(&L->q, f->h, n, f->q);
     linear(&L->k, f->h, n, f->k);
     linear(&L->v, f->h, n, f->v);
@@ -272,12 +275,14 @@ static void layer_fwd(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, 
     attention(f, n);
     act_in(f, f->att, n, Dq);
     if (hook) hook(ctx, layer, RQ_HOOK_O_IN, f->att, n, Dq);
+    if (last == RQ_HOOK_O_IN) return;
     /* x += att Wo^T */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, E, (int)L->o.cols, 1.0f, f->att, (int)L->o.cols, L->o.w,
                 (int)L->o.cols, 1.0f, x, E);
     rmsnorm(x, L->ffn_norm, n, E, c->norm_eps, f->h);
     act_in(f, f->h, n, E);
     if (hook) hook(ctx, layer, RQ_HOOK_FFN_IN, f->h, n, E);
+    if (last == RQ_HOOK_FFN_IN) return;
     /* one path, or the K paths of an MLP replicated after its nonlinearity, added into x */
     for (int p = 0; p < rq_layer_ffn_paths(L); p++) {
         const rq_linear *gate, *up, *dn;
@@ -296,11 +301,16 @@ static void layer_fwd(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, 
 }
 
 void rq_fwd_layer(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx) {
-    layer_fwd(f, L, layer, x, n, hook, ctx, true);
+    layer_fwd(f, L, layer, x, n, hook, ctx, RQ_HOOK_COUNT);
 }
 
 void rq_fwd_layer_inputs(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx) {
-    layer_fwd(f, L, layer, x, n, hook, ctx, false);
+    layer_fwd(f, L, layer, x, n, hook, ctx, RQ_HOOK_DOWN_IN);
+}
+
+void rq_fwd_layer_until(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_hook_point last, rq_fwd_hook hook,
+                        void *ctx) {
+    layer_fwd(f, L, layer, x, n, hook, ctx, (int)last);
 }
 
 const float *rq_fwd_hidden(rq_fwd *f, const int32_t *tokens, int n) {

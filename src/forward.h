@@ -33,6 +33,10 @@ void rq_fwd_layer(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_f
  * the inputs are wanted: the down projection is skipped, so x is left holding the
  * block's input plus its attention output, not the block's output. */
 void rq_fwd_layer_inputs(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx);
+/* The same, stopping after the hook at last (GPTQ's true-sequential collects one
+ * point at a time): x is then left partly updated, as above. */
+void rq_fwd_layer_until(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_hook_point last, rq_fwd_hook hook,
+                        void *ctx);
 
 /* Run tokens[0..n) at positions 0..n-1 (n <= n_ctx) and leave the final-norm
  * hidden states [n, n_embd] in the returned buffer (owned by f). */

@@ -43,6 +43,7 @@ typedef struct {
      * for training (gate, up, down), and the training sums */
     float *ffn_x;
     int64_t ffn_n;
+    unsigned collect; /* the hook points (bits) being collected in this pass */
     bool keep_mlp;
     rq_rep mlp[3];
     int mlp_trained;
@@ -122,6 +123,7 @@ static int replicate_tensor(qstate *s, const char *name, const rq_tensor_recipe 
     if (rq_rep_fit(H, w, rows, cols, &tr->grid, &tr->gptq, &o, &t, &trace)) return rq_fail_ctx("quantizing '%s'", name);
     if (paths) {
         rq_rep one = t;
+        rq_rep_dequant(&one, w); /* the one-path MLP, as the down projection's inputs are collected from */
         rq_rep_spread_paths(&one, tr->rep.K, tr->rep.init_spread, o.seed, mlp_index(name) == 2, &t);
         rq_rep_free(&one);
     }
@@ -147,11 +149,11 @@ static int replicate_tensor(qstate *s, const char *name, const rq_tensor_recipe 
                 t.K > 1 && !paths && rq_rep_collapses(&t, 1e-3) ? "  [replicas collapsed into one decoder]" : "");
     }
     report_tensor(s, name, rows, cols, t.bits, t.K, blob_len, rel, rel_start, rq_time() - t0);
+    if (!paths) rq_rep_dequant(&t, w); /* kept or not, later inputs see the quantized matrix */
     if (keep) {
         s->mlp[j] = t;
         return 0;
     }
-    rq_rep_dequant(&t, w);
     rq_rep_free(&t);
     return 0;
 }
@@ -256,6 +258,7 @@ static int quantize_tensor(qstate *s, const char *name, float *w, int64_t rows, 
 static void hook_add(void *ctx, int layer, rq_hook_point p, const float *x, int n, int cols) {
     (void)layer;
     qstate *s = ctx;
+    if (!(s->collect & 1u << p)) return;
     if (s->acc[p]) rq_gptq_add_batch(s->acc[p], x, n);
     if (p == RQ_HOOK_FFN_IN && s->ffn_x) { /* the MLP's inputs, for mlp_train */
         memcpy(s->ffn_x + s->ffn_n * cols, x, (size_t)n * (size_t)cols * sizeof(float));
@@ -268,6 +271,32 @@ static void run_block(rq_fwd *f, const rq_layer *L, int layer, float *x, int n_w
                       void *ctx) {
     for (int w = 0; w < n_win; w++)
         rq_fwd_layer(f, L, layer, x + (size_t)w * len * E, len, hook, ctx);
+}
+
+/* Collect the block's inputs at the hook points of mask into fresh accumulators
+ * (and the MLP's inputs, for mlp_train, with RQ_HOOK_FFN_IN), running each window
+ * from src as far as the last of them. */
+static void collect_inputs(qstate *s, rq_fwd *f, const rq_layer *L, int l, const float *src, int nw, int len,
+                           unsigned mask) {
+    const rq_config *c = &s->cfg;
+    const int E = c->n_embd;
+    int64_t widths[RQ_HOOK_COUNT] = {E, (int64_t)c->n_head * c->head_dim, E, c->n_ff};
+    int last = 0;
+    for (int p = 0; p < RQ_HOOK_COUNT; p++)
+        if (mask & 1u << p) {
+            rq_gptq_free(s->acc[p]);
+            s->acc[p] = rq_gptq_new(widths[p]);
+            last = p;
+        }
+    if (mask & 1u << RQ_HOOK_FFN_IN) s->ffn_n = 0;
+    s->collect = mask;
+    float *tmp = rq_malloc((size_t)len * E * sizeof(float));
+    for (int wi = 0; wi < nw; wi++) {
+        memcpy(tmp, src + (size_t)wi * len * E, (size_t)len * E * sizeof(float));
+        rq_fwd_layer_until(f, L, l, tmp, len, (rq_hook_point)last, hook_add, s);
+    }
+    free(tmp);
+    s->collect = 0;
 }
 
 /* MLP-level replication and mlp_train need each block's three MLP matrices
@@ -477,20 +506,13 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
         double tb = rq_time(), t_in = 0, t_q = 0;
         s.t_err = 0;
         bool have_ref = false;
+        /* statistics of the inputs this block sees: quantized (default) or reference;
+         * all from the unquantized block, or (true_sequential) each group of linears'
+         * after the groups before it are quantized */
+        float *src = r->calib_feed_ref ? xref : x;
         if (calibrate) {
-            int64_t widths[RQ_HOOK_COUNT] = {E, (int64_t)c->n_head * c->head_dim, E, c->n_ff};
-            for (int p = 0; p < RQ_HOOK_COUNT; p++)
-                s.acc[p] = rq_gptq_new(widths[p]);
-            /* statistics of the inputs this block sees: quantized (default) or reference */
-            float *src = r->calib_feed_ref ? xref : x;
-            float *tmp = rq_malloc((size_t)len * E * sizeof(float));
-            s.ffn_n = 0;
             s.keep_mlp = s.ffn_x != NULL;
-            for (int wi = 0; wi < nw; wi++) {
-                memcpy(tmp, src + (size_t)wi * len * E, (size_t)len * E * sizeof(float));
-                rq_fwd_layer_inputs(f, &L, l, tmp, len, hook_add, &s);
-            }
-            free(tmp);
+            collect_inputs(&s, f, &L, l, src, nw, len, r->calib_true_seq ? 1u << RQ_HOOK_ATTN_IN : 0xfu);
             if (r->calib_feed_ref) {
                 if (rq_layer_load(s.g, c, l, &Lref)) {
                     rq_layer_free(&L);
@@ -511,6 +533,12 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
             char name[96];
             snprintf(name, sizeof name, "blk.%d.%s.weight", l, block_linears[i].suffix);
             rq_linear *lin = layer_linear(&L, i);
+            rq_hook_point in = block_linears[i].in;
+            if (calibrate && r->calib_true_seq && i > 0 && in != block_linears[i - 1].in) {
+                double tc = rq_time();
+                collect_inputs(&s, f, &L, l, src, nw, len, 1u << in);
+                t_in += rq_time() - tc;
+            }
             err =
                 quantize_tensor(&s, name, lin->w, lin->rows, lin->cols, calibrate ? s.acc[block_linears[i].in] : NULL);
         }

@@ -32,6 +32,7 @@ void rq_recipe_default(rq_recipe *r) {
     r->calib_n = 8;
     r->calib_len = 2048;
     r->calib_feed_ref = false;
+    r->calib_true_seq = false;
     r->act.a_bits = 0;
     r->act.a_clip = 1.0f;
     r->act.a_bf16 = false;
@@ -359,8 +360,10 @@ static int parse_calib(const char *src, const cJSON *obj, rq_recipe *r) {
         } else if (!strcmp(j->string, "feed")) {
             if (get_enum(src, "calib.feed", j, FEED_NAMES, 2, &e)) return -1;
             r->calib_feed_ref = e == 1;
+        } else if (!strcmp(j->string, "true_sequential")) {
+            if (get_bool(src, "calib.true_sequential", j, &r->calib_true_seq)) return -1;
         } else
-            return unknown_key(src, "calib", j->string, "n, len, feed");
+            return unknown_key(src, "calib", j->string, "n, len, feed, true_sequential");
     }
     return 0;
 }
@@ -706,8 +709,8 @@ char *rq_recipe_to_json(const rq_recipe *r) {
     sb_string(&b, r->name);
     sb_tensor(&b, &r->base, RQ_OV_ALL, ",\n  ");
     sb_printf(&b, ",\n  \"seed\": %llu", (unsigned long long)r->seed);
-    sb_printf(&b, ",\n  \"calib\": {\"n\": %d, \"len\": %d, \"feed\": \"%s\"}", r->calib_n, r->calib_len,
-              FEED_NAMES[r->calib_feed_ref]);
+    sb_printf(&b, ",\n  \"calib\": {\"n\": %d, \"len\": %d, \"feed\": \"%s\"%s}", r->calib_n, r->calib_len,
+              FEED_NAMES[r->calib_feed_ref], r->calib_true_seq ? ", \"true_sequential\": true" : "");
     sb_printf(&b, ",\n  \"act\": {\"bits\": %d, \"clip\": ", r->act.a_bits);
     sb_float(&b, r->act.a_clip);
     sb_printf(&b, ", \"f16\": \"%s\"}", F16_NAMES[r->act.a_bf16]);

@@ -64,9 +64,11 @@ typedef struct {
     rq_override *ov;       /* applied in order, later ones win */
     int n_ov;
     uint64_t seed;       /* calibration shuffle, stochastic rounding, noise */
-    int calib_n;         /* calibration windows (default 12) */
+    int calib_n;         /* calibration windows (default 8) */
     int calib_len;       /* tokens per window (default 2048) */
     bool calib_feed_ref; /* feed each block reference inputs instead of quantized ones */
+    bool calib_true_seq; /* each linear's inputs recollected after the block's earlier linears are quantized
+                            (GPTQ's true-sequential: q/k/v, then o, then gate/up, then down) */
     rq_actq act;
     /* frozen-code training of each block's replicated MLP (mlptrain.h) after its
      * three matrices are fitted; recipe key "mlp_train" (null: off) */

@@ -401,6 +401,75 @@ static void test_mlp_trained_file(void) {
     unlink(src_path);
 }
 
+/* Tensor name's stored bytes are the same in files p and q. */
+static bool same_tensor(const char *p, const char *q, const char *name) {
+    rq_gguf *a = NULL, *b = NULL;
+    bool ok = false;
+    if (rq_gguf_open(p, &a) == 0 && rq_gguf_open(q, &b) == 0) {
+        const rq_gguf_tensor *x = rq_gguf_tensor_find(a, name), *y = rq_gguf_tensor_find(b, name);
+        ok = x && y && x->nbytes == y->nbytes && !memcmp(x->data, y->data, x->nbytes);
+    }
+    rq_gguf_close(a);
+    rq_gguf_close(b);
+    return ok;
+}
+
+/* calib.true_sequential: each group of a block's linears is quantized on inputs
+ * collected after the groups before it. In block 0 (whose input is the same in
+ * both modes) q/k/v see the same inputs and come out the same; o, gate, up and
+ * down do not. With attention kept, gate and up are the same and only down (whose
+ * input now passes the quantized gate and up) changes. Training runs on it too. */
+static void test_true_sequential(void) {
+    REQUIRE(write_src("qwen2") == 0);
+    for (int keep_attn = 0; keep_attn < 2; keep_attn++) {
+        rq_recipe r;
+        w2_per_row_recipe(&r);
+        if (keep_attn) {
+            r.ov = rq_calloc(1, sizeof *r.ov);
+            r.n_ov = 1;
+            snprintf(r.ov[0].pattern, sizeof r.ov[0].pattern, "blk.*.attn_*");
+            r.ov[0].set = RQ_OV_METHOD;
+            r.ov[0].r.method = RQ_METHOD_KEEP;
+        }
+        rq_quant_report rep;
+        REQUIRE(quantize(&r, out_path, &rep) == 0);
+        r.calib_true_seq = true;
+        REQUIRE(quantize(&r, out2_path, &rep) == 0);
+        CHECK(isfinite(logit_gap(out2_path)));
+        const char *same[2][3] = {{"attn_q", "attn_k", "attn_v"}, {"attn_output", "ffn_gate", "ffn_up"}};
+        const char *diff[2][4] = {{"attn_output", "ffn_gate", "ffn_up", "ffn_down"}, {"ffn_down"}};
+        char nm[64];
+        for (int i = 0; i < 3; i++) {
+            snprintf(nm, sizeof nm, "blk.0.%s.weight", same[keep_attn][i]);
+            CHECKF(same_tensor(out_path, out2_path, nm), "keep_attn %d: %s changed", keep_attn, nm);
+        }
+        for (int i = 0; i < 4 && diff[keep_attn][i]; i++) {
+            snprintf(nm, sizeof nm, "blk.0.%s.weight", diff[keep_attn][i]);
+            CHECKF(!same_tensor(out_path, out2_path, nm), "keep_attn %d: %s did not change", keep_attn, nm);
+        }
+        rq_recipe_free(&r);
+    }
+    /* with mlp_train: trains on the MLP's inputs after quantized attention, deterministically */
+    rq_recipe r;
+    w2_per_row_recipe(&r);
+    r.calib_true_seq = true;
+    r.base.rep = rq_rep_opts_default();
+    r.base.rep.K = 1;
+    r.mlp_train_on = true;
+    r.mlp_train.steps = 20;
+    r.mlp_train.batch = 32;
+    r.mlp_train.eval_every = 5;
+    rq_quant_report rep;
+    REQUIRE(quantize(&r, out_path, &rep) == 0);
+    CHECK(rep.mlp_trained == 2 && rep.mlp_val_best_mean < rep.mlp_val_start_mean);
+    REQUIRE(quantize(&r, out2_path, &rep) == 0);
+    CHECK(same_bytes(out_path, out2_path));
+    rq_recipe_free(&r);
+    unlink(out_path);
+    unlink(out2_path);
+    unlink(src_path);
+}
+
 /* Errors leave nothing behind; a newer packed format in a file is refused on load. */
 static void test_refusals(void) {
     REQUIRE(write_src("llama") == 0);
@@ -442,6 +511,7 @@ int main(void) {
     RUN(test_embeddings_override);
     RUN(test_replicated_file);
     RUN(test_mlp_trained_file);
+    RUN(test_true_sequential);
     RUN(test_refusals);
     TEST_EXIT();
 }

@@ -19,7 +19,7 @@ static const char *GOOD =
     " \"group\": 64, \"mse\": true, \"mse_min\": 0.4, \"mse_steps\": 30, \"offset\": 0.25,\n"
     " \"round\": \"stochastic\", \"noise\": 0.1, \"damp\": 0.05, \"block\": 64, \"act_order\": true,\n"
     " \"static_groups\": true, \"seed\": 1234,\n"
-    " \"calib\": {\"n\": 4, \"len\": 512, \"feed\": \"reference\"},\n"
+    " \"calib\": {\"n\": 4, \"len\": 512, \"feed\": \"reference\", \"true_sequential\": true},\n"
     " \"act\": {\"bits\": 8, \"clip\": 0.9, \"f16\": \"bf16\"}, \"kv\": {\"bits\": 4},\n"
     " \"overrides\": [{\"pattern\": \"token_embd.weight\", \"method\": \"keep\"},\n"
     "               {\"pattern\": \"blk.*.ffn_down.weight\", \"bits\": 3, \"group\": 64},\n"
@@ -34,7 +34,7 @@ static void test_parse_good(void) {
     CHECK(r.base.grid.mse && r.base.grid.mse_min == 0.4f && r.base.grid.mse_steps == 30);
     CHECK(r.base.grid.offset == 0.25f && r.base.grid.round == RQ_ROUND_STOCHASTIC && r.base.grid.noise == 0.1f);
     CHECK(r.base.gptq.damp == 0.05f && r.base.gptq.block == 64 && r.base.gptq.act_order && r.base.gptq.static_groups);
-    CHECK(r.seed == 1234 && r.calib_n == 4 && r.calib_len == 512 && r.calib_feed_ref);
+    CHECK(r.seed == 1234 && r.calib_n == 4 && r.calib_len == 512 && r.calib_feed_ref && r.calib_true_seq);
     CHECK(r.act.a_bits == 8 && r.act.a_clip == 0.9f && r.act.a_bf16 && r.act.kv_bits == 4);
     REQUIRE(r.n_ov == 4);
     CHECK(!strcmp(r.ov[1].pattern, "blk.*.ffn_down.weight") && r.ov[1].set == (RQ_OV_BITS | RQ_OV_GROUP));
@@ -50,7 +50,7 @@ static void test_parse_good(void) {
     rq_gptq_opts o = rq_gptq_opts_default();
     CHECK(r.base.gptq.damp == o.damp && r.base.gptq.block == o.block && r.base.gptq.act_order == o.act_order &&
           r.base.gptq.static_groups == o.static_groups);
-    CHECK(r.seed == 0 && r.calib_n == 8 && r.calib_len == 2048 && !r.calib_feed_ref);
+    CHECK(r.seed == 0 && r.calib_n == 8 && r.calib_len == 2048 && !r.calib_feed_ref && !r.calib_true_seq);
     CHECK(r.act.a_bits == 0 && r.act.a_clip == 1.0f && r.act.kv_bits == 0 && r.n_ov == 0);
     rq_recipe_free(&r);
 }
@@ -101,6 +101,8 @@ static void test_refusals(void) {
     refused(V "\"calib\": {\"len\": 8}}", "'calib.len' = 8", NULL);
     refused(V "\"calib\": {\"feed\": \"fp\"}}", "'calib.feed' = 'fp'", NULL);
     refused(V "\"calib\": []}", "'calib' must be an object, got an array", NULL);
+    refused(V "\"calib\": {\"true_sequential\": 1}}", "'calib.true_sequential' must be true or false", NULL);
+    refused(V "\"calib\": {\"sequential\": true}}", "unknown key 'sequential' in calib", "true_sequential");
     refused(V "\"act\": {\"bits\": 1}}", "'act.bits' = 1", NULL);
     refused(V "\"act\": {\"bits\": 12}}", "'act.bits' = 12", NULL);
     refused(V "\"act\": {\"clip\": 1.5}}", "'act.clip' = 1.5", NULL);
@@ -198,9 +200,9 @@ static bool tensor_eq(const rq_tensor_recipe *a, const rq_tensor_recipe *b, uint
 static bool recipe_eq(const rq_recipe *a, const rq_recipe *b) {
     bool eq = a->version == b->version && !strcmp(a->name, b->name) && tensor_eq(&a->base, &b->base, ~0u) &&
               a->seed == b->seed && a->calib_n == b->calib_n && a->calib_len == b->calib_len &&
-              a->calib_feed_ref == b->calib_feed_ref && a->act.a_bits == b->act.a_bits &&
-              a->act.a_clip == b->act.a_clip && a->act.a_bf16 == b->act.a_bf16 && a->act.kv_bits == b->act.kv_bits &&
-              a->n_ov == b->n_ov && a->mlp_train_on == b->mlp_train_on &&
+              a->calib_feed_ref == b->calib_feed_ref && a->calib_true_seq == b->calib_true_seq &&
+              a->act.a_bits == b->act.a_bits && a->act.a_clip == b->act.a_clip && a->act.a_bf16 == b->act.a_bf16 &&
+              a->act.kv_bits == b->act.kv_bits && a->n_ov == b->n_ov && a->mlp_train_on == b->mlp_train_on &&
               (!a->mlp_train_on ||
                (a->mlp_train.steps == b->mlp_train.steps && a->mlp_train.batch == b->mlp_train.batch &&
                 a->mlp_train.eval_every == b->mlp_train.eval_every && a->mlp_train.lr == b->mlp_train.lr &&
@@ -352,6 +354,9 @@ static void test_recipe_files(void) {
          * MLP's nonlinearity, trained; both with the attention layers at k = 1 */
         bool mlp = strstr(r.name, "-mlp") != NULL, mt = strstr(r.name, "-mt") != NULL;
         CHECKF(r.mlp_train_on == (mlp || mt), "%s: mlp_train %d", e->d_name, r.mlp_train_on);
+        /* -ts: GPTQ's true-sequential input collection */
+        CHECKF(r.calib_true_seq == (strstr(r.name, "-ts") != NULL), "%s: true_sequential %d", e->d_name,
+               r.calib_true_seq);
         rq_tensor_recipe up;
         rq_recipe_for_tensor(&r, "blk.0.ffn_up.weight", &up);
         if (mlp || mt)
@@ -378,7 +383,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 38, "%d recipe files", n);
+    CHECKF(n == 40, "%d recipe files", n);
 }
 
 int main(void) {
