@@ -234,8 +234,7 @@ double rq_mlp_loss_grad(const float *x, int64_t nt, int64_t E, int64_t F, const 
 
 /* ---- training ---- */
 
-/* y[n, E] = the reference MLP on x (same R4). */
-static void reference(const float *x, int64_t nt, int64_t E, int64_t F, const float *wg, const float *wu,
+void rq_mlp_reference(const float *x, int64_t nt, int64_t E, int64_t F, const float *wg, const float *wu,
                       const float *wd, const rq_orth *r4, float *y) {
     const int64_t chunk = 512;
     float *G = rq_malloc((size_t)(chunk * F) * sizeof(float)), *U = rq_malloc((size_t)(chunk * F) * sizeof(float));
@@ -289,8 +288,40 @@ static void adam(float *v, const float *g, float *m, float *s, int64_t n, float 
     }
 }
 
-int rq_mlp_train(const float *x, int64_t nt, int64_t E, int64_t F, const float *wg, const float *wu, const float *wd,
-                 const rq_orth *r4, rq_rep *m[3], const rq_mlptrain_opts *o, rq_mlptrain_trace *tr) {
+/* One matrix's factors during training: a [K * rows], b [K * cols] in f32, the
+ * kept iterate (f16-rounded), the gradients, Adam's moments and step sizes, and
+ * the f16-rounded copies evaluated on the held-out part. */
+typedef struct {
+    int64_t na, nb;
+    float *a, *b, *keep_a, *keep_b, *ga, *gb, *ma, *sa, *mb, *sb, *ra, *rb;
+    float lra, lrb;
+} factors;
+
+static void factors_init(factors *f, const rq_rep *m, int64_t rows, int64_t cols, float lr) {
+    f->na = m->K * rows;
+    f->nb = m->K * cols;
+    float **va[6] = {&f->a, &f->keep_a, &f->ga, &f->ma, &f->sa, &f->ra};
+    float **vb[6] = {&f->b, &f->keep_b, &f->gb, &f->mb, &f->sb, &f->rb};
+    for (int i = 0; i < 6; i++) {
+        *va[i] = rq_calloc((size_t)f->na, sizeof(float));
+        *vb[i] = rq_calloc((size_t)f->nb, sizeof(float));
+    }
+    rq_fp16_to_fp32_n(m->a, f->na, f->a);
+    rq_fp16_to_fp32_n(m->b, f->nb, f->b);
+    memcpy(f->keep_a, f->a, (size_t)f->na * sizeof(float));
+    memcpy(f->keep_b, f->b, (size_t)f->nb * sizeof(float));
+    f->lra = lr * (float)rms(f->a, f->na);
+    f->lrb = lr * (float)rms(f->b, f->nb);
+}
+
+static void factors_free(factors *f) {
+    float *v[12] = {f->a, f->b, f->keep_a, f->keep_b, f->ga, f->gb, f->ma, f->sa, f->mb, f->sb, f->ra, f->rb};
+    for (int i = 0; i < 12; i++)
+        free(v[i]);
+}
+
+int rq_mlp_train(const float *x, int64_t nt, int64_t E, int64_t F, const float *y, const rq_orth *r4, rq_rep *m[3],
+                 const rq_mlptrain_opts *o, rq_mlptrain_trace *tr) {
     double t_start = rq_time();
     memset(tr, 0, sizeof *tr);
     if (rq_mlptrain_check(o)) return -1;
@@ -301,45 +332,27 @@ int rq_mlp_train(const float *x, int64_t nt, int64_t E, int64_t F, const float *
     int64_t nb = o->batch < n_tr ? o->batch : n_tr;
     net n;
     if (net_init(&n, m, E, F, r4, nb)) return -1;
-    float *y = rq_malloc((size_t)(nt * E) * sizeof(float));
-    reference(x, nt, E, F, wg, wu, wd, r4, y);
     double yy = 0;
     for (int64_t i = n_tr * E; i < nt * E; i++)
         yy += (double)y[i] * y[i];
     yy /= (double)n_val;
     if (!(yy > 0)) yy = 1;
 
-    /* f32 factors (a, b), the best kept (f16-rounded), gradients and Adam moments */
-    float *a[3], *b[3], *ba[3], *bb[3], *ga[3], *gb[3], *ma[3], *sa[3], *mb[3], *sb[3], lra[3], lrb[3];
-    int K = n.K;
+    factors fs[3];
+    float *a[3], *b[3], *ga[3], *gb[3], *ra[3], *rb[3];
     for (int j = 0; j < 3; j++) {
-        int64_t na = K * n.rows[j], nbf = K * n.cols[j];
-        a[j] = rq_malloc((size_t)na * sizeof(float));
-        b[j] = rq_malloc((size_t)nbf * sizeof(float));
-        rq_fp16_to_fp32_n(m[j]->a, na, a[j]);
-        rq_fp16_to_fp32_n(m[j]->b, nbf, b[j]);
-        ba[j] = rq_malloc((size_t)na * sizeof(float));
-        bb[j] = rq_malloc((size_t)nbf * sizeof(float));
-        memcpy(ba[j], a[j], (size_t)na * sizeof(float));
-        memcpy(bb[j], b[j], (size_t)nbf * sizeof(float));
-        ga[j] = rq_malloc((size_t)na * sizeof(float));
-        gb[j] = rq_malloc((size_t)nbf * sizeof(float));
-        ma[j] = rq_calloc((size_t)na, sizeof(float));
-        sa[j] = rq_calloc((size_t)na, sizeof(float));
-        mb[j] = rq_calloc((size_t)nbf, sizeof(float));
-        sb[j] = rq_calloc((size_t)nbf, sizeof(float));
-        lra[j] = o->lr * (float)rms(a[j], na);
-        lrb[j] = o->lr * (float)rms(b[j], nbf);
+        factors_init(&fs[j], m[j], n.rows[j], n.cols[j], o->lr);
+        a[j] = fs[j].a;
+        b[j] = fs[j].b;
+        ga[j] = fs[j].ga;
+        gb[j] = fs[j].gb;
+        ra[j] = fs[j].ra;
+        rb[j] = fs[j].rb;
     }
     tr->val_start = tr->val_best = heldout_loss(&n, x, y, n_tr, nt, a, b) / yy;
     tr->best_step = 0;
 
     float *xb = rq_malloc((size_t)(nb * E) * sizeof(float)), *yb = rq_malloc((size_t)(nb * E) * sizeof(float));
-    float *ra[3], *rb[3];
-    for (int j = 0; j < 3; j++) {
-        ra[j] = rq_malloc((size_t)(K * n.rows[j]) * sizeof(float));
-        rb[j] = rq_malloc((size_t)(K * n.cols[j]) * sizeof(float));
-    }
     rq_rng rng;
     rq_rng_seed(&rng, o->seed, 0x6d6c70747261696eull); /* "mlptrain" */
     double c1 = 1, c2 = 1;
@@ -350,54 +363,43 @@ int rq_mlp_train(const float *x, int64_t nt, int64_t E, int64_t F, const float *
             memcpy(yb + i * E, y + t * E, (size_t)E * sizeof(float));
         }
         for (int j = 0; j < 3; j++) {
-            memset(ga[j], 0, (size_t)(K * n.rows[j]) * sizeof(float));
-            memset(gb[j], 0, (size_t)(K * n.cols[j]) * sizeof(float));
+            memset(fs[j].ga, 0, (size_t)fs[j].na * sizeof(float));
+            memset(fs[j].gb, 0, (size_t)fs[j].nb * sizeof(float));
         }
         decode_all(&n, a, b);
         batch_loss(&n, xb, yb, nb, a, b, ga, gb);
         c1 *= 0.9;
         c2 *= 0.999;
         for (int j = 0; j < 3; j++) {
-            adam(a[j], ga[j], ma[j], sa[j], K * n.rows[j], lra[j], 1 - c1, 1 - c2);
-            adam(b[j], gb[j], mb[j], sb[j], K * n.cols[j], lrb[j], 1 - c1, 1 - c2);
+            factors *f = &fs[j];
+            adam(f->a, f->ga, f->ma, f->sa, f->na, f->lra, 1 - c1, 1 - c2);
+            adam(f->b, f->gb, f->mb, f->sb, f->nb, f->lrb, 1 - c1, 1 - c2);
         }
         if (step % o->eval_every == 0 || step == o->steps) {
             for (int j = 0; j < 3; j++) {
-                round_f16(a[j], K * n.rows[j], ra[j]);
-                round_f16(b[j], K * n.cols[j], rb[j]);
+                round_f16(fs[j].a, fs[j].na, fs[j].ra);
+                round_f16(fs[j].b, fs[j].nb, fs[j].rb);
             }
             double v = heldout_loss(&n, x, y, n_tr, nt, ra, rb) / yy;
             if (v < tr->val_best) {
                 tr->val_best = v;
                 tr->best_step = step;
                 for (int j = 0; j < 3; j++) {
-                    memcpy(ba[j], ra[j], (size_t)(K * n.rows[j]) * sizeof(float));
-                    memcpy(bb[j], rb[j], (size_t)(K * n.cols[j]) * sizeof(float));
+                    memcpy(fs[j].keep_a, fs[j].ra, (size_t)fs[j].na * sizeof(float));
+                    memcpy(fs[j].keep_b, fs[j].rb, (size_t)fs[j].nb * sizeof(float));
                 }
             }
         }
     }
     for (int j = 0; j < 3; j++) {
-        for (int64_t i = 0; i < K * n.rows[j]; i++)
-            m[j]->a[i] = rq_fp32_to_fp16(ba[j][i]);
-        for (int64_t i = 0; i < K * n.cols[j]; i++)
-            m[j]->b[i] = rq_fp32_to_fp16(bb[j][i]);
-        free(a[j]);
-        free(b[j]);
-        free(ba[j]);
-        free(bb[j]);
-        free(ga[j]);
-        free(gb[j]);
-        free(ma[j]);
-        free(sa[j]);
-        free(mb[j]);
-        free(sb[j]);
-        free(ra[j]);
-        free(rb[j]);
+        for (int64_t i = 0; i < fs[j].na; i++)
+            m[j]->a[i] = rq_fp32_to_fp16(fs[j].keep_a[i]);
+        for (int64_t i = 0; i < fs[j].nb; i++)
+            m[j]->b[i] = rq_fp32_to_fp16(fs[j].keep_b[i]);
+        factors_free(&fs[j]);
     }
     free(xb);
     free(yb);
-    free(y);
     net_free(&n);
     tr->seconds = rq_time() - t_start;
     return 0;

@@ -21,6 +21,12 @@
 #include "hadamard.h"
 #include "replica.h"
 
+/* What the quantized MLP is trained to output (the driver builds it, quantize.c):
+ * the reference MLP on the same inputs; or what the reference block adds to the
+ * residual after this block's quantized attention, on the same block input
+ * ("block"), or on the reference model's input to the block ("model"). */
+typedef enum { RQ_MLP_TARGET_MLP = 0, RQ_MLP_TARGET_BLOCK, RQ_MLP_TARGET_MODEL } rq_mlp_target;
+
 typedef struct {
     int steps;      /* Adam steps (0: evaluate only) */
     int batch;      /* tokens per step, drawn from the training part with the seed */
@@ -28,6 +34,7 @@ typedef struct {
     float lr;       /* Adam's step, relative to the RMS of each factor vector at the start */
     float holdout;  /* fraction of the tokens, at their end, held out (0 < holdout < 1) */
     uint64_t seed;
+    rq_mlp_target target; /* read by the driver, not by rq_mlp_train */
 } rq_mlptrain_opts;
 
 rq_mlptrain_opts rq_mlptrain_default(void); /* 100 steps, batch 512, eval every 10, lr 0.002, holdout 0.125 */
@@ -40,12 +47,18 @@ typedef struct {
     double seconds;
 } rq_mlptrain_trace;
 
-/* x[n, E]: the MLP's inputs (after the norm); wg, wu [F, E] and wd [E, F]: the
- * reference matrices; m[0..2]: gate [F, E], up [F, E], down [E, F], replicated with
- * equal K and combine, updated in place (a and b only). r4 may be NULL.
- * Deterministic for a seed and thread count. */
-int rq_mlp_train(const float *x, int64_t n, int64_t E, int64_t F, const float *wg, const float *wu, const float *wd,
-                 const rq_orth *r4, rq_rep *m[3], const rq_mlptrain_opts *o, rq_mlptrain_trace *tr);
+/* y[n, E] = the reference MLP (wg, wu [F, E], wd [E, F]) on x[n, E], with the
+ * same online R4 (may be NULL): the usual target of rq_mlp_train. */
+void rq_mlp_reference(const float *x, int64_t n, int64_t E, int64_t F, const float *wg, const float *wu,
+                      const float *wd, const rq_orth *r4, float *y);
+
+/* x[n, E]: the MLP's inputs (after the norm); y[n, E]: the output to reproduce
+ * (rq_mlp_reference's, or anything else the caller wants the MLP to add);
+ * m[0..2]: gate [F, E], up [F, E], down [E, F], replicated with equal K and
+ * combine, updated in place (a and b only). r4 may be NULL. Deterministic for a
+ * seed and thread count. */
+int rq_mlp_train(const float *x, int64_t n, int64_t E, int64_t F, const float *y, const rq_orth *r4, rq_rep *m[3],
+                 const rq_mlptrain_opts *o, rq_mlptrain_trace *tr);
 
 /* The quantized MLP's loss mean_t ||Y_t - Y_ref_t||^2 on x[n, E] and its
  * gradient with respect to the f32 factors a[j][K * rows_j], b[j][K * cols_j]

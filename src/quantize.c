@@ -42,6 +42,8 @@ typedef struct {
     /* mlp_train: this block's MLP inputs [ffn_n, n_embd], its fitted replicas kept
      * for training (gate, up, down), and the training sums */
     float *ffn_x;
+    float *ffn_y; /* mlp_train target block/model: the reference block's output, less (after the FFN_IN pass)
+                     the residual after the quantized attention */
     int64_t ffn_n;
     unsigned collect; /* the hook points (bits) being collected in this pass */
     bool keep_mlp;
@@ -167,8 +169,14 @@ static int train_mlp(qstate *s, rq_fwd *f, rq_layer *L, int l, float *ref[3]) {
     o.seed ^= s->r->seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(l + 1));
     rq_rep *m[3] = {&s->mlp[0], &s->mlp[1], &s->mlp[2]};
     rq_mlptrain_trace tr;
-    if (rq_mlp_train(s->ffn_x, s->ffn_n, c->n_embd, c->n_ff, ref[0], ref[1], ref[2], rq_fwd_online_r4(f), m, &o, &tr))
-        return rq_fail_ctx("blk.%d: training the MLP", l);
+    float *y = s->ffn_y;
+    if (o.target == RQ_MLP_TARGET_MLP) {
+        y = rq_malloc((size_t)(s->ffn_n * c->n_embd) * sizeof(float));
+        rq_mlp_reference(s->ffn_x, s->ffn_n, c->n_embd, c->n_ff, ref[0], ref[1], ref[2], rq_fwd_online_r4(f), y);
+    }
+    int rc = rq_mlp_train(s->ffn_x, s->ffn_n, c->n_embd, c->n_ff, y, rq_fwd_online_r4(f), m, &o, &tr);
+    if (y != s->ffn_y) free(y);
+    if (rc) return rq_fail_ctx("blk.%d: training the MLP", l);
     s->mlp_trained++;
     s->val_start_sum += tr.val_start;
     s->val_best_sum += tr.val_best;
@@ -290,10 +298,14 @@ static void collect_inputs(qstate *s, rq_fwd *f, const rq_layer *L, int l, const
         }
     if (mask & 1u << RQ_HOOK_FFN_IN) s->ffn_n = 0;
     s->collect = mask;
+    /* a pass that ends at the MLP's input leaves the residual the MLP adds to */
+    float *y = last == RQ_HOOK_FFN_IN ? s->ffn_y : NULL;
     float *tmp = rq_malloc((size_t)len * E * sizeof(float));
     for (int wi = 0; wi < nw; wi++) {
         memcpy(tmp, src + (size_t)wi * len * E, (size_t)len * E * sizeof(float));
         rq_fwd_layer_until(f, L, l, tmp, len, (rq_hook_point)last, hook_add, s);
+        for (int64_t i = 0; y && i < (int64_t)len * E; i++)
+            y[(size_t)wi * len * E + i] -= tmp[i];
     }
     free(tmp);
     s->collect = 0;
@@ -332,6 +344,9 @@ static int check_mlp_recipe(const qstate *s) {
             return rq_fail("blk.%d: \"combine\": \"mlp\" needs \"mlp_train\": the paths start as near copies of "
                            "one decoder and only training moves them apart",
                            l);
+        if (r->mlp_train_on && r->mlp_train.target != RQ_MLP_TARGET_MLP && !r->calib_true_seq)
+            return rq_fail("\"mlp_train\" with a block or model target needs \"calib\": {\"true_sequential\": "
+                           "true}");
         if (r->mlp_train_on && !same)
             return rq_fail("\"mlp_train\" trains each block's replicated MLP, but blk.%d's ffn_gate, ffn_up and "
                            "ffn_down are not all replicated with one k; set \"replicate\" on the three (or remove "
@@ -453,6 +468,8 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
     }
 
     bool calibrate = any_gptq(&s) || job->measure;
+    /* the reference model's stream of block inputs: fed to the blocks, or the target's input */
+    bool need_ref = r->calib_feed_ref || (r->mlp_train_on && r->mlp_train.target == RQ_MLP_TARGET_MODEL);
     int nw = 0, len = 0;
     if (calibrate) {
         if (job->calib) {
@@ -478,12 +495,14 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
         rep->calib_tokens = (int64_t)nw * len;
         x = rq_malloc((size_t)nw * len * E * sizeof(float));
         if (embed(s.g, embd, cal.tokens, (int64_t)nw * len, E, x)) goto done;
-        if (r->calib_feed_ref) {
+        if (need_ref) {
             xref = rq_malloc((size_t)nw * len * E * sizeof(float));
             memcpy(xref, x, (size_t)nw * len * E * sizeof(float));
         }
         f = rq_fwd_new_cfg(c, len);
         if (r->mlp_train_on) s.ffn_x = rq_malloc((size_t)nw * len * E * sizeof(float));
+        if (r->mlp_train_on && r->mlp_train.target != RQ_MLP_TARGET_MLP)
+            s.ffn_y = rq_malloc((size_t)nw * len * E * sizeof(float));
         rq_fwd_set_actq(f, &r->act);
         rq_online_rot on;
         if (rq_online_from_gguf(s.g, &on) || rq_fwd_set_online(f, &on)) goto done;
@@ -513,7 +532,12 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
         if (calibrate) {
             s.keep_mlp = s.ffn_x != NULL;
             collect_inputs(&s, f, &L, l, src, nw, len, r->calib_true_seq ? 1u << RQ_HOOK_ATTN_IN : 0xfu);
-            if (r->calib_feed_ref) {
+            if (s.ffn_y) { /* the reference block's output, before anything in it is quantized */
+                const float *in = r->mlp_train.target == RQ_MLP_TARGET_MODEL ? xref : src;
+                memcpy(s.ffn_y, in, (size_t)nw * len * E * sizeof(float));
+                run_block(f, &L, l, s.ffn_y, nw, len, E, NULL, NULL);
+            }
+            if (need_ref) {
                 if (rq_layer_load(s.g, c, l, &Lref)) {
                     rq_layer_free(&L);
                     goto done;
@@ -524,7 +548,7 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
         t_in = rq_time() - tb;
         int err = 0;
         float *ref[3] = {NULL, NULL, NULL}; /* the reference MLP, for mlp_train */
-        for (int j = 0; s.keep_mlp && j < 3; j++) {
+        for (int j = 0; s.keep_mlp && r->mlp_train.target == RQ_MLP_TARGET_MLP && j < 3; j++) {
             const rq_linear *lin = layer_linear(&L, MLP_FIRST + j);
             ref[j] = rq_malloc((size_t)(lin->rows * lin->cols) * sizeof(float));
             memcpy(ref[j], lin->w, (size_t)(lin->rows * lin->cols) * sizeof(float));
@@ -602,6 +626,7 @@ done:
     free(xref);
     free(embd);
     free(s.ffn_x);
+    free(s.ffn_y);
     for (int j = 0; j < 3; j++)
         rq_rep_free(&s.mlp[j]);
     rq_fwd_free(f);

@@ -52,6 +52,7 @@ void rq_recipe_free(rq_recipe *r) {
 static const char *const METHOD_NAMES[] = {"keep", "rtn", "gptq"};  /* by rq_method */
 static const char *const ROUND_NAMES[] = {"nearest", "stochastic"}; /* by rq_round */
 static const char *const FEED_NAMES[] = {"quantized", "reference"};
+static const char *const TARGET_NAMES[] = {"mlp", "block", "model"};
 static const char *const F16_NAMES[] = {"f16", "bf16"};
 
 /* The per-tensor keys, in canonical order, with their override bit. */
@@ -426,8 +427,12 @@ static int parse_mlp_train(const char *src, const cJSON *obj, rq_recipe *r) {
         } else if (!strcmp(j->string, "seed")) {
             if (get_int(src, k2, j, 0, 9007199254740992.0, "(0..2^53)", &d)) return -1;
             t->seed = (uint64_t)d;
+        } else if (!strcmp(j->string, "target")) {
+            int e;
+            if (get_enum(src, k2, j, TARGET_NAMES, 3, &e)) return -1;
+            t->target = (rq_mlp_target)e;
         } else
-            return unknown_key(src, "mlp_train", j->string, "steps, batch, eval_every, lr, holdout, seed");
+            return unknown_key(src, "mlp_train", j->string, "steps, batch, eval_every, lr, holdout, seed, target");
     }
     return 0;
 }
@@ -514,6 +519,10 @@ static int parse_root(const char *src, const cJSON *root, rq_recipe *r) {
         }
     }
     /* fields that only make sense together (binres needs 1 bit, ...) */
+    if (r->mlp_train_on && r->mlp_train.target != RQ_MLP_TARGET_MLP && !r->calib_true_seq)
+        return rq_fail("%s: 'mlp_train.target' = '%s' needs \"calib\": {\"true_sequential\": true} (the target is "
+                       "taken after the block's quantized attention, which only that order collects)",
+                       src, TARGET_NAMES[r->mlp_train.target]);
     if (rq_grid_check(&r->base.grid)) return rq_fail_ctx("%s: top-level grid", src);
     for (int i = 0; i < r->n_ov; i++) {
         rq_tensor_recipe t = r->base;
@@ -722,7 +731,9 @@ char *rq_recipe_to_json(const rq_recipe *r) {
         sb_float(&b, t->lr);
         sb_printf(&b, ", \"holdout\": ");
         sb_float(&b, t->holdout);
-        sb_printf(&b, ", \"seed\": %llu}", (unsigned long long)t->seed);
+        sb_printf(&b, ", \"seed\": %llu", (unsigned long long)t->seed);
+        if (t->target != RQ_MLP_TARGET_MLP) sb_printf(&b, ", \"target\": \"%s\"", TARGET_NAMES[t->target]);
+        sb_printf(&b, "}");
     }
     sb_printf(&b, ",\n  \"overrides\": [");
     for (int i = 0; i < r->n_ov; i++) {

@@ -184,7 +184,8 @@ static void test_training(void) {
         }
     }
     int64_t n = 2048;
-    float *x = randv(n * E, 1.0f, &g);
+    float *x = randv(n * E, 1.0f, &g), *y = rq_malloc((size_t)(n * E) * sizeof(float));
+    rq_mlp_reference(x, n, E, F, w[0], w[1], w[2], NULL, y);
     for (int combine = 0; combine < 2; combine++) {
         rq_rep m[3];
         start_model(m, one, combine);
@@ -194,7 +195,7 @@ static void test_training(void) {
         o.batch = 128;
         o.lr = 0.01f;
         rq_mlptrain_trace tr;
-        REQUIRE(rq_mlp_train(x, n, E, F, w[0], w[1], w[2], NULL, mp, &o, &tr) == 0);
+        REQUIRE(rq_mlp_train(x, n, E, F, y, NULL, mp, &o, &tr) == 0);
         printf("  combine %d: held-out error %.5f -> %.5f (step %d)\n", combine, tr.val_start, tr.val_best,
                tr.best_step);
         CHECKF(tr.val_best < 0.3 * tr.val_start, "combine %d: held-out %.5f -> %.5f", combine, tr.val_start,
@@ -202,17 +203,17 @@ static void test_training(void) {
         /* evaluated again from the stored factors: the start is what was kept */
         rq_mlptrain_trace t2;
         o.steps = 0;
-        REQUIRE(rq_mlp_train(x, n, E, F, w[0], w[1], w[2], NULL, mp, &o, &t2) == 0);
+        REQUIRE(rq_mlp_train(x, n, E, F, y, NULL, mp, &o, &t2) == 0);
         CHECKF(fabs(t2.val_start - tr.val_best) <= 1e-6 * tr.val_best, "kept %.9g, re-evaluated %.9g", tr.val_best,
                t2.val_start);
         /* a step size that diverges keeps the start: the stored factors evaluate to it */
         o.steps = 20;
         o.lr = 1.0f;
-        REQUIRE(rq_mlp_train(x, n, E, F, w[0], w[1], w[2], NULL, mp, &o, &t2) == 0);
+        REQUIRE(rq_mlp_train(x, n, E, F, y, NULL, mp, &o, &t2) == 0);
         CHECKF(t2.best_step == 0, "lr 1: step %d kept (%.9g -> %.9g)", t2.best_step, t2.val_start, t2.val_best);
         rq_mlptrain_trace t3;
         o.steps = 0;
-        REQUIRE(rq_mlp_train(x, n, E, F, w[0], w[1], w[2], NULL, mp, &o, &t3) == 0);
+        REQUIRE(rq_mlp_train(x, n, E, F, y, NULL, mp, &o, &t3) == 0);
         CHECKF(t3.val_start == t2.val_start, "after lr 1: %.9g, before %.9g", t3.val_start, t2.val_start);
         /* the same seed gives the same factors */
         rq_rep c[3], d[3], e[3];
@@ -222,8 +223,8 @@ static void test_training(void) {
         rq_rep *cp[3] = {&c[0], &c[1], &c[2]}, *dp[3] = {&d[0], &d[1], &d[2]};
         o.steps = 30;
         o.lr = 0.01f;
-        REQUIRE(rq_mlp_train(x, n, E, F, w[0], w[1], w[2], NULL, cp, &o, &t2) == 0);
-        REQUIRE(rq_mlp_train(x, n, E, F, w[0], w[1], w[2], NULL, dp, &o, &t2) == 0);
+        REQUIRE(rq_mlp_train(x, n, E, F, y, NULL, cp, &o, &t2) == 0);
+        REQUIRE(rq_mlp_train(x, n, E, F, y, NULL, dp, &o, &t2) == 0);
         for (int j = 0; j < 3; j++) {
             size_t na = (size_t)(c[j].K * rows[j]) * 2, nb = (size_t)(c[j].K * cols[j]) * 2;
             CHECK(!memcmp(c[j].a, d[j].a, na) && !memcmp(c[j].b, d[j].b, nb));
@@ -239,6 +240,7 @@ static void test_training(void) {
         free(w[j]);
     }
     free(x);
+    free(y);
 }
 
 static void test_refusals(void) {
@@ -255,7 +257,7 @@ static void test_refusals(void) {
     float *w = rq_calloc(E * F, sizeof(float)), *x = rq_calloc(64 * E, sizeof(float));
     rq_mlptrain_trace tr;
     o = rq_mlptrain_default();
-    CHECK(rq_mlp_train(x, 64, E, F, w, w, w, NULL, mp, &o, &tr) != 0 && strstr(rq_error(), "combine"));
+    CHECK(rq_mlp_train(x, 64, E, F, x, NULL, mp, &o, &tr) != 0 && strstr(rq_error(), "combine"));
     for (int j = 0; j < 3; j++)
         rq_rep_free(&m[j]);
     free(w);

@@ -449,7 +449,8 @@ static void test_true_sequential(void) {
         }
         rq_recipe_free(&r);
     }
-    /* with mlp_train: trains on the MLP's inputs after quantized attention, deterministically */
+    /* with mlp_train: trains on the MLP's inputs after quantized attention, deterministically,
+     * for each target */
     rq_recipe r;
     w2_per_row_recipe(&r);
     r.calib_true_seq = true;
@@ -459,11 +460,39 @@ static void test_true_sequential(void) {
     r.mlp_train.steps = 20;
     r.mlp_train.batch = 32;
     r.mlp_train.eval_every = 5;
+    double start[3];
+    for (int t = 0; t < 3; t++) {
+        r.mlp_train.target = (rq_mlp_target)t;
+        rq_quant_report rep;
+        REQUIRE(quantize(&r, out_path, &rep) == 0);
+        CHECKF(rep.mlp_trained == 2 && rep.mlp_val_best_mean < rep.mlp_val_start_mean, "target %d: %.6f -> %.6f", t,
+               rep.mlp_val_start_mean, rep.mlp_val_best_mean);
+        printf("  target %d: held-out error %.5f -> %.5f\n", t, rep.mlp_val_start_mean, rep.mlp_val_best_mean);
+        REQUIRE(quantize(&r, out2_path, &rep) == 0);
+        CHECK(same_bytes(out_path, out2_path));
+    }
+    /* with the attention kept, the block's target is the reference MLP's output (up to
+     * rounding); the model's also asks for the drift of the blocks before, so it starts
+     * further away */
+    r.ov = rq_calloc(1, sizeof *r.ov);
+    r.n_ov = 1;
+    snprintf(r.ov[0].pattern, sizeof r.ov[0].pattern, "blk.*.attn_*");
+    r.ov[0].set = RQ_OV_METHOD;
+    r.ov[0].r.method = RQ_METHOD_KEEP;
+    r.mlp_train.steps = 0;
+    for (int t = 0; t < 3; t++) {
+        r.mlp_train.target = (rq_mlp_target)t;
+        rq_quant_report rep;
+        REQUIRE(quantize(&r, out_path, &rep) == 0);
+        start[t] = rep.mlp_val_start_mean;
+    }
+    CHECKF(fabs(start[1] - start[0]) <= 1e-4 * start[0], "attention kept: block target %.9g, MLP target %.9g", start[1],
+           start[0]);
+    CHECKF(start[2] > start[1], "attention kept: model target %.6g, block target %.6g", start[2], start[1]);
+    /* refused without true_sequential */
+    r.calib_true_seq = false;
     rq_quant_report rep;
-    REQUIRE(quantize(&r, out_path, &rep) == 0);
-    CHECK(rep.mlp_trained == 2 && rep.mlp_val_best_mean < rep.mlp_val_start_mean);
-    REQUIRE(quantize(&r, out2_path, &rep) == 0);
-    CHECK(same_bytes(out_path, out2_path));
+    CHECKF(quantize(&r, out_path, &rep) != 0 && strstr(rq_error(), "true_sequential"), "%s", rq_error());
     rq_recipe_free(&r);
     unlink(out_path);
     unlink(out2_path);

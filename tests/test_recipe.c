@@ -198,15 +198,16 @@ static bool tensor_eq(const rq_tensor_recipe *a, const rq_tensor_recipe *b, uint
 }
 
 static bool recipe_eq(const rq_recipe *a, const rq_recipe *b) {
-    bool eq = a->version == b->version && !strcmp(a->name, b->name) && tensor_eq(&a->base, &b->base, ~0u) &&
-              a->seed == b->seed && a->calib_n == b->calib_n && a->calib_len == b->calib_len &&
-              a->calib_feed_ref == b->calib_feed_ref && a->calib_true_seq == b->calib_true_seq &&
-              a->act.a_bits == b->act.a_bits && a->act.a_clip == b->act.a_clip && a->act.a_bf16 == b->act.a_bf16 &&
-              a->act.kv_bits == b->act.kv_bits && a->n_ov == b->n_ov && a->mlp_train_on == b->mlp_train_on &&
-              (!a->mlp_train_on ||
-               (a->mlp_train.steps == b->mlp_train.steps && a->mlp_train.batch == b->mlp_train.batch &&
-                a->mlp_train.eval_every == b->mlp_train.eval_every && a->mlp_train.lr == b->mlp_train.lr &&
-                a->mlp_train.holdout == b->mlp_train.holdout && a->mlp_train.seed == b->mlp_train.seed));
+    bool eq =
+        a->version == b->version && !strcmp(a->name, b->name) && tensor_eq(&a->base, &b->base, ~0u) &&
+        a->seed == b->seed && a->calib_n == b->calib_n && a->calib_len == b->calib_len &&
+        a->calib_feed_ref == b->calib_feed_ref && a->calib_true_seq == b->calib_true_seq &&
+        a->act.a_bits == b->act.a_bits && a->act.a_clip == b->act.a_clip && a->act.a_bf16 == b->act.a_bf16 &&
+        a->act.kv_bits == b->act.kv_bits && a->n_ov == b->n_ov && a->mlp_train_on == b->mlp_train_on &&
+        (!a->mlp_train_on || (a->mlp_train.steps == b->mlp_train.steps && a->mlp_train.batch == b->mlp_train.batch &&
+                              a->mlp_train.eval_every == b->mlp_train.eval_every &&
+                              a->mlp_train.lr == b->mlp_train.lr && a->mlp_train.target == b->mlp_train.target &&
+                              a->mlp_train.holdout == b->mlp_train.holdout && a->mlp_train.seed == b->mlp_train.seed));
     for (int i = 0; eq && i < a->n_ov; i++)
         eq = !strcmp(a->ov[i].pattern, b->ov[i].pattern) && a->ov[i].set == b->ov[i].set &&
              tensor_eq(&a->ov[i].r, &b->ov[i].r, a->ov[i].set);
@@ -289,6 +290,8 @@ static void test_replicate(void) {
         {"{\"repliq_recipe\": 1, \"mlp_train\": {\"lr\": 0}}", "'mlp_train.lr'"},
         {"{\"repliq_recipe\": 1, \"mlp_train\": {\"epochs\": 3}}", "'epochs' in mlp_train"},
         {"{\"repliq_recipe\": 1, \"mlp_train\": 5}", "object or null"},
+        {"{\"repliq_recipe\": 1, \"mlp_train\": {\"target\": \"layer\"}}", "'mlp_train.target' = 'layer'"},
+        {"{\"repliq_recipe\": 1, \"mlp_train\": {\"target\": \"block\"}}", "needs \"calib\": {\"true_sequential\""},
         {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 1, \"combine\": \"mlp\"}}", "one path is one decoder"},
         {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 2, \"spread\": 0, \"combine\": \"mlp\"}}", "spread 0"},
         {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 2, \"kk\": 1}}", "'kk' in replicate"},
@@ -314,6 +317,16 @@ static void test_replicate(void) {
     round_trip(&r, "mlp_train");
     j = rq_recipe_to_json(&r);
     CHECKF(strstr(j, "\"combine\": \"mlp\"") && strstr(j, "\"mlp_train\": {\"steps\": 7, \"batch\": 64"), "%s", j);
+    free(j);
+    rq_recipe_free(&r);
+    /* a target other than the MLP's: parsed with true_sequential, kept in the canonical text */
+    REQUIRE(rq_recipe_parse("{\"repliq_recipe\": 1, \"calib\": {\"true_sequential\": true}, \"mlp_train\": "
+                            "{\"target\": \"model\"}}",
+                            "t", &r) == 0);
+    CHECK(r.mlp_train.target == RQ_MLP_TARGET_MODEL);
+    round_trip(&r, "mlp_train target");
+    j = rq_recipe_to_json(&r);
+    CHECKF(strstr(j, "\"target\": \"model\"") && strstr(j, "\"true_sequential\": true"), "%s", j);
     free(j);
     rq_recipe_free(&r);
     REQUIRE(rq_recipe_parse("{\"repliq_recipe\": 1, \"mlp_train\": null}", "t", &r) == 0);
@@ -354,6 +367,11 @@ static void test_recipe_files(void) {
          * MLP's nonlinearity, trained; both with the attention layers at k = 1 */
         bool mlp = strstr(r.name, "-mlp") != NULL, mt = strstr(r.name, "-mt") != NULL;
         CHECKF(r.mlp_train_on == (mlp || mt), "%s: mlp_train %d", e->d_name, r.mlp_train_on);
+        /* -block, -model: mlp_train's target */
+        rq_mlp_target tg = strstr(r.name, "-block")   ? RQ_MLP_TARGET_BLOCK
+                           : strstr(r.name, "-model") ? RQ_MLP_TARGET_MODEL
+                                                      : RQ_MLP_TARGET_MLP;
+        CHECKF(r.mlp_train.target == tg, "%s: mlp_train target %d", e->d_name, (int)r.mlp_train.target);
         /* -ts: GPTQ's true-sequential input collection */
         CHECKF(r.calib_true_seq == (strstr(r.name, "-ts") != NULL), "%s: true_sequential %d", e->d_name,
                r.calib_true_seq);
@@ -383,7 +401,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 40, "%d recipe files", n);
+    CHECKF(n == 42, "%d recipe files", n);
 }
 
 int main(void) {
