@@ -54,21 +54,28 @@ for qdir, res in zip(args[::2], args[1::2]):
     tag = os.path.basename(qdir.rstrip("/"))
     rot = "RH" if "-rh-" in tag else "RO" if "-ro-" in tag else "DFRot" if "-dfrot-" in tag else "none"
     for label, r in rows.items():
-        m = re.match(r"(rep-w(\d)-(k(\d+)(-rows|-i\d+|-mt|-mlp)?|adapt[\w-]*)|gptq-w(\d)pc-sym)(\.n\d+)?$", label)
+        m = re.match(r"(rep-w(?P<rb>\d)-(k(?P<k>\d+)(?P<var>-rows|-i\d+|-mt|-mlp)?|adapt[\w-]*)|gptq-w(?P<gb>\d)pc-sym)"
+                     r"(?P<ts>-ts)?(?P<tgt>-block|-model)?(?P<n>\.n\d+)?$", label)
         if not m:
             continue
-        if m.group(6):
-            bits, k, name = int(m.group(6)), 0, "per-row GPTQ"
+        ts = m.group("ts") or ""
+        if m.group("gb"):
+            bits, k, name = int(m.group("gb")), 0, "per-row GPTQ"
         else:
-            bits = int(m.group(2))
-            k = int(m.group(4)) if m.group(4) else -1
-            var = {"-rows": " (row factors only)", "-mt": " (MLP: summed, trained)", "-mlp": " (MLP: paths, trained)",
-                   None: ""}.get(m.group(5), f" ({(m.group(5) or '')[2:]} rounds)")
+            bits = int(m.group("rb"))
+            k = int(m.group("k")) if m.group("k") else -1
+            target = {"-block": ", block target", "-model": ", model target"}.get(m.group("tgt"), "")
+            var = {"-rows": " (row factors only)", "-mt": f" (MLP: summed, trained{target})",
+                   "-mlp": f" (MLP: paths, trained{target})", None: ""}.get(m.group("var"),
+                                                                          f" ({(m.group('var') or '')[2:]} rounds)")
             name = f"{k}{var}" if k > 0 else "adaptive"
-        sfx = m.group(7) or ""
+        if ts:
+            name += " [true-seq.]"
+        sfx = m.group("n") or ""
         L = r["llamacpp"]
-        base = rows.get(f"gptq-w{bits}pc-sym{sfx}")
-        nxt = rows.get(f"gptq-w{bits + 1}pc-sym{sfx}")
+        # per-row GPTQ with the same input collection; one bit up, that or the default's
+        base = rows.get(f"gptq-w{bits}pc-sym{ts}{sfx}")
+        nxt = rows.get(f"gptq-w{bits + 1}pc-sym{ts}{sfx}") or rows.get(f"gptq-w{bits + 1}pc-sym{sfx}")
         def pair_with(other):
             if not other or label == other["label"]:
                 return "—"
@@ -81,7 +88,7 @@ for qdir, res in zip(args[::2], args[1::2]):
             return f"{d:+.4f} ± {se:.4f} ({verdict})"
 
         pair = pair_with(base)
-        pair1 = pair_with(rows.get(f"rep-w{bits}-k1{sfx}")) if k != 0 else "—"
+        pair1 = pair_with(rows.get(f"rep-w{bits}-k1{ts}{sfx}")) if k != 0 else "—"
         gap = "—"
         if base and nxt and label != base["label"] and base["llamacpp"]["dnll"] > nxt["llamacpp"]["dnll"]:
             g = (base["llamacpp"]["dnll"] - L["dnll"]) / (base["llamacpp"]["dnll"] - nxt["llamacpp"]["dnll"])
@@ -90,20 +97,32 @@ for qdir, res in zip(args[::2], args[1::2]):
         print(f'| {rot} | W{bits} | {name} | {r["quant"]["calib_tokens"]} | {cm:.2f} | {r["quant"]["linear"]["bpw"]:.4f} | {L["ppl"]:.3f} | '
               f'{L["kl"]:.4f} | {L["dnll"]:+.4f} ± {L["dnll_stderr"]:.4f} | {pair} | {pair1} | {gap} |')
 # the trained MLPs (recipes rep-w*-k*-mt / -mlp) against each other: training alone
-# (K=1 trained vs K=1), summed vs paths at equal K, and K paths vs one trained decoder
+# (K=1 trained vs K=1), summed vs paths at equal K, and K paths vs one trained decoder;
+# true-sequential (-ts) against the default, and the block / model targets against the MLP's
 pairs_done = False
 for qdir, res in zip(args[::2], args[1::2]):
     rows = load_rows(res)
     for label in rows:
-        m = re.match(r"rep-w(\d)-k(\d+)-(mt|mlp)(\.n\d+)?$", label)
-        if not m:
+        t = re.match(r"gptq-w(\d)pc-sym-ts(\.n\d+)?$", label)  # true-sequential against the default
+        m = re.match(r"rep-w(\d)-k(\d+)-(mt|mlp)(-ts)?(-block|-model)?(\.n\d+)?$", label)
+        if t:
+            others = [f"gptq-w{t.group(1)}pc-sym{t.group(2) or ''}"]
+        elif not m:
             continue
-        b, k, kind, sfx = m.group(1), m.group(2), m.group(3), m.group(4) or ""
-        others = [f"rep-w{b}-k{k}{sfx}"] if kind == "mt" and k == "1" else []
-        if kind == "mlp":
-            others += [f"rep-w{b}-k{k}-mt{sfx}", f"rep-w{b}-k1-mt{sfx}"]
-        elif k != "1":
-            others += [f"rep-w{b}-k1-mt{sfx}"]
+        else:
+            b, k, kind, ts, tgt, sfx = m.group(1), m.group(2), m.group(3), m.group(4), m.group(5), m.group(6) or ""
+            if tgt:  # a block or model target against the MLP's, and model against block
+                others = [f"rep-w{b}-k{k}-{kind}{ts or ''}{sfx}"]
+                if tgt == "-model":
+                    others.append(f"rep-w{b}-k{k}-{kind}{ts or ''}-block{sfx}")
+            elif ts:  # true-sequential against the default
+                others = [f"rep-w{b}-k{k}-{kind}{sfx}", f"gptq-w{b}pc-sym-ts{sfx}"]
+            else:
+                others = [f"rep-w{b}-k{k}{sfx}"] if kind == "mt" and k == "1" else []
+                if kind == "mlp":
+                    others += [f"rep-w{b}-k{k}-mt{sfx}", f"rep-w{b}-k1-mt{sfx}"]
+                elif k != "1":
+                    others += [f"rep-w{b}-k1-mt{sfx}"]
         for o in others:
             if o not in rows:
                 continue
@@ -115,7 +134,7 @@ for qdir, res in zip(args[::2], args[1::2]):
             d, se = paired(a, c)
             verdict = "better" if d < -2 * se else "worse" if d > 2 * se else "n.s."
             if not pairs_done:
-                print("\nPaired per-token NLL differences among the trained MLPs:\n")
+                print("\nPaired per-token NLL differences among the trained MLPs and true-sequential files:\n")
                 pairs_done = True
             print(f"- {os.path.basename(qdir.rstrip('/'))}: {label} − {o}: {d:+.4f} ± {se:.4f} ({verdict})")
 first = next(iter(load_rows(args[1]).values()))
