@@ -3,10 +3,11 @@
 # replicated fits at W1/W2/W3 on the RH-rotated model (scripts/rot_table.sh), the
 # adaptive-K recipe from the W1 runs' per-tensor logs (scripts/rep_adaptive.py, 2x
 # compute), W2 without rotation, K=1 vs K=2 at 4x the calibration tokens, and the
-# trained MLPs (mlp_train: K=1, K=2 summed, K=2 paths); then the table
+# trained MLPs (mlp_train: K=1, K=2 summed, K=2 paths), true-sequential rows and the
+# block / model training targets; then the table
 # (scripts/rep_summary.py). llamacpp protocol only, CHUNKS chunks of 512.
 #   REPLIQ_DATA=../shared/data scripts/rep_table.sh [MODEL] [CHUNKS]
-# About 2.5 hours on 2 cores for SmolLM2 at 40 chunks. Files already in the cache are reused.
+# About 3.5 hours on 2 cores for SmolLM2 at 40 chunks. Files already in the cache are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-smollm2-135m} chunks=${2:-40}
@@ -29,5 +30,9 @@ CALIB_N=$((4 * CALIB_N)) scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/re
 scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/rep-w2-k1-mt.json recipes/rep-w2-k2-mlp.json \
     recipes/rep-w2-k2-mt.json
 scripts/rot_table.sh "$model" "$chunks" 5 none recipes/rep-w2-k1-mt.json recipes/rep-w2-k2-mlp.json
+# true-sequential input collection (-ts): per-row GPTQ, and the trained K = 1 MLP with each
+# training target (the reference MLP's output, the reference block's, the reference model's)
+scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/gptq-w2pc-sym-ts.json recipes/rep-w2-k1-mt-ts.json \
+    recipes/rep-w2-k1-mt-ts-block.json recipes/rep-w2-k1-mt-ts-model.json
 python3 scripts/rep_summary.py "$q" "results/quant-$model-rh-s${ROT_SEED:-0}-l$chunks-g5.jsonl" \
     "$cache/quant/$model" "results/quant-$model-l$chunks-g5.jsonl"
