@@ -304,10 +304,6 @@ void rq_fwd_layer(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_f
     layer_fwd(f, L, layer, x, n, hook, ctx, RQ_HOOK_COUNT);
 }
 
-void rq_fwd_layer_inputs(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx) {
-    layer_fwd(f, L, layer, x, n, hook, ctx, RQ_HOOK_DOWN_IN);
-}
-
 void rq_fwd_layer_until(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_hook_point last, rq_fwd_hook hook,
                         void *ctx) {
     layer_fwd(f, L, layer, x, n, hook, ctx, (int)last);

@@ -29,12 +29,10 @@ typedef void (*rq_fwd_hook)(void *ctx, int layer, rq_hook_point p, const float *
 /* One transformer block on x[n, n_embd] in place (tokens at positions 0..n-1);
  * hook (may be NULL) is called with each linear input. */
 void rq_fwd_layer(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx);
-/* The same as far as the last hook (the down projection's input), for when only
- * the inputs are wanted: the down projection is skipped, so x is left holding the
- * block's input plus its attention output, not the block's output. */
-void rq_fwd_layer_inputs(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx);
-/* The same, stopping after the hook at last (GPTQ's true-sequential collects one
- * point at a time): x is then left partly updated, as above. */
+/* The same as far as the hook at last, for when only the inputs are wanted (all of
+ * them: last = RQ_HOOK_DOWN_IN; GPTQ's true-sequential collects one point at a
+ * time). What follows is skipped, so x is left partly updated: from RQ_HOOK_FFN_IN
+ * on it holds the block's input plus its attention output, not the block's output. */
 void rq_fwd_layer_until(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_hook_point last, rq_fwd_hook hook,
                         void *ctx);
 

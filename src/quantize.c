@@ -108,8 +108,9 @@ static int mlp_index(const char *name) {
 }
 
 /* A replicated layer (replica.h): fit K decoders over one code tensor on the
- * layer's Hessian, store them as one blob, leave the dequantized sum in w; an MLP
- * matrix of a block with mlp_train is kept in s->mlp instead (train_mlp stores it). */
+ * layer's Hessian, store them as one blob, leave the dequantized sum in w (for
+ * paths, the one-path fit's); an MLP matrix of a block with mlp_train is kept in
+ * s->mlp and stored by train_mlp after training. */
 static int replicate_tensor(qstate *s, const char *name, const rq_tensor_recipe *tr, float *w, int64_t rows,
                             int64_t cols, rq_gptq *H) {
     rq_rep_opts o = tr->rep;
@@ -468,7 +469,7 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
     }
 
     bool calibrate = any_gptq(&s) || job->measure;
-    /* the reference model's stream of block inputs: fed to the blocks, or the target's input */
+    /* the reference model's stream of block inputs: fed to the blocks, or the model target's input */
     bool need_ref = r->calib_feed_ref || (r->mlp_train_on && r->mlp_train.target == RQ_MLP_TARGET_MODEL);
     int nw = 0, len = 0;
     if (calibrate) {
@@ -536,8 +537,11 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
                 const float *in = r->mlp_train.target == RQ_MLP_TARGET_MODEL ? xref : src;
                 memcpy(s.ffn_y, in, (size_t)nw * len * E * sizeof(float));
                 run_block(f, &L, l, s.ffn_y, nw, len, E, NULL, NULL);
+                /* a reference stream kept for the model target alone moves on to this output
+                 * now (fed to the blocks, it is still their input and moves on at the end) */
+                if (in == xref && !r->calib_feed_ref) memcpy(xref, s.ffn_y, (size_t)nw * len * E * sizeof(float));
             }
-            if (need_ref) {
+            if (r->calib_feed_ref) {
                 if (rq_layer_load(s.g, c, l, &Lref)) {
                     rq_layer_free(&L);
                     goto done;
