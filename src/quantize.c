@@ -107,6 +107,16 @@ static int mlp_index(const char *name) {
     return -1;
 }
 
+/* Whether mlp_train trains blk.l's MLP: check_mlp_recipe lets a block's three MLP
+ * matrices be either all replicated (trained) or all kept (not trained). */
+static bool mlp_trained_in(const qstate *s, int l) {
+    char nm[96];
+    snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, block_linears[MLP_FIRST].suffix);
+    rq_tensor_recipe t;
+    rq_recipe_for_tensor(s->r, nm, &t);
+    return t.method != RQ_METHOD_KEEP;
+}
+
 /* A replicated layer (replica.h): fit K decoders over one code tensor on the
  * layer's Hessian, store them as one blob, leave the dequantized sum in w (for
  * paths, the one-path fit's); an MLP matrix of a block with mlp_train is kept in
@@ -328,12 +338,13 @@ static int check_mlp_recipe(const qstate *s) {
     for (int l = 0; l < s->cfg.n_layer; l++) {
         rq_tensor_recipe t[3];
         char nm[3][96];
-        int n_rep = 0, n_mlp = 0;
+        int n_rep = 0, n_mlp = 0, n_keep = 0;
         for (int j = 0; j < 3; j++) {
             snprintf(nm[j], sizeof nm[j], "blk.%d.%s.weight", l, block_linears[MLP_FIRST + j].suffix);
             rq_recipe_for_tensor(r, nm[j], &t[j]);
             bool rep = t[j].rep.K > 0 && t[j].method != RQ_METHOD_KEEP;
             n_rep += rep;
+            n_keep += t[j].method == RQ_METHOD_KEEP;
             n_mlp += rep && t[j].rep.combine == RQ_REP_COMBINE_MLP;
         }
         bool same = n_rep == 3 && t[1].rep.K == t[0].rep.K && t[2].rep.K == t[0].rep.K;
@@ -348,10 +359,10 @@ static int check_mlp_recipe(const qstate *s) {
         if (r->mlp_train_on && r->mlp_train.target != RQ_MLP_TARGET_MLP && !r->calib_true_seq)
             return rq_fail("\"mlp_train\" with a block or model target needs \"calib\": {\"true_sequential\": "
                            "true}");
-        if (r->mlp_train_on && !same)
+        if (r->mlp_train_on && !same && n_keep < 3)
             return rq_fail("\"mlp_train\" trains each block's replicated MLP, but blk.%d's ffn_gate, ffn_up and "
-                           "ffn_down are not all replicated with one k; set \"replicate\" on the three (or remove "
-                           "\"mlp_train\")",
+                           "ffn_down are neither all replicated with one k nor all kept; set \"replicate\" on the "
+                           "three, or \"method\": \"keep\" on the three (or remove \"mlp_train\")",
                            l);
     }
     return 0;
@@ -531,7 +542,7 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
          * after the groups before it are quantized */
         float *src = r->calib_feed_ref ? xref : x;
         if (calibrate) {
-            s.keep_mlp = s.ffn_x != NULL;
+            s.keep_mlp = s.ffn_x != NULL && mlp_trained_in(&s, l);
             collect_inputs(&s, f, &L, l, src, nw, len, r->calib_true_seq ? 1u << RQ_HOOK_ATTN_IN : 0xfu);
             if (s.ffn_y) { /* the reference block's output, before anything in it is quantized */
                 const float *in = r->mlp_train.target == RQ_MLP_TARGET_MODEL ? xref : src;

@@ -66,6 +66,16 @@ static void w2_per_row_recipe(rq_recipe *r) {
     r->base.grid.mse = true;
 }
 
+/* One override: the tensors matching pattern kept as they are. */
+static void keep_override(rq_recipe *r, const char *pattern) {
+    free(r->ov);
+    r->ov = rq_calloc(1, sizeof *r->ov);
+    r->n_ov = 1;
+    snprintf(r->ov[0].pattern, sizeof r->ov[0].pattern, "%s", pattern);
+    r->ov[0].set = RQ_OV_METHOD;
+    r->ov[0].r.method = RQ_METHOD_KEEP;
+}
+
 /* Both files read and byte for byte equal. */
 static bool same_bytes(const char *p, const char *q) {
     uint8_t *x = NULL, *y = NULL;
@@ -392,7 +402,8 @@ static void test_mlp_trained_file(void) {
             r.base.rep.combine = RQ_REP_COMBINE_LINEAR;
             r.n_ov = 0;
             r.base.rep.K = 0;
-            CHECKF(quantize(&r, out2_path, &rep2) != 0 && strstr(rq_error(), "not all replicated"), "%s", rq_error());
+            CHECKF(quantize(&r, out2_path, &rep2) != 0 && strstr(rq_error(), "neither all replicated"), "%s",
+                   rq_error());
         }
         rq_recipe_free(&r);
     }
@@ -414,6 +425,17 @@ static bool same_tensor(const char *p, const char *q, const char *name) {
     return ok;
 }
 
+/* True-sequential, K = 1 replicated linears and a short mlp_train. */
+static void train_k1_recipe(rq_recipe *r, int steps) {
+    r->calib_true_seq = true;
+    r->base.rep = rq_rep_opts_default();
+    r->base.rep.K = 1;
+    r->mlp_train_on = true;
+    r->mlp_train.steps = steps;
+    r->mlp_train.batch = 32;
+    r->mlp_train.eval_every = 5;
+}
+
 /* calib.true_sequential: each group of a block's linears is quantized on inputs
  * collected after the groups before it. In block 0 (whose input is the same in
  * both modes) q/k/v see the same inputs and come out the same; o, gate, up and
@@ -425,11 +447,7 @@ static void test_true_sequential(void) {
         rq_recipe r;
         w2_per_row_recipe(&r);
         if (keep_attn) {
-            r.ov = rq_calloc(1, sizeof *r.ov);
-            r.n_ov = 1;
-            snprintf(r.ov[0].pattern, sizeof r.ov[0].pattern, "blk.*.attn_*");
-            r.ov[0].set = RQ_OV_METHOD;
-            r.ov[0].r.method = RQ_METHOD_KEEP;
+            keep_override(&r, "blk.*.attn_*");
         }
         rq_quant_report rep;
         REQUIRE(quantize(&r, out_path, &rep) == 0);
@@ -453,13 +471,7 @@ static void test_true_sequential(void) {
      * for each target */
     rq_recipe r;
     w2_per_row_recipe(&r);
-    r.calib_true_seq = true;
-    r.base.rep = rq_rep_opts_default();
-    r.base.rep.K = 1;
-    r.mlp_train_on = true;
-    r.mlp_train.steps = 20;
-    r.mlp_train.batch = 32;
-    r.mlp_train.eval_every = 5;
+    train_k1_recipe(&r, 20);
     double start[3];
     for (int t = 0; t < 3; t++) {
         r.mlp_train.target = (rq_mlp_target)t;
@@ -474,11 +486,7 @@ static void test_true_sequential(void) {
     /* with the attention kept, the block's target is the reference MLP's output (up to
      * rounding); the model's also asks for the drift of the blocks before, so it starts
      * further away */
-    r.ov = rq_calloc(1, sizeof *r.ov);
-    r.n_ov = 1;
-    snprintf(r.ov[0].pattern, sizeof r.ov[0].pattern, "blk.*.attn_*");
-    r.ov[0].set = RQ_OV_METHOD;
-    r.ov[0].r.method = RQ_METHOD_KEEP;
+    keep_override(&r, "blk.*.attn_*");
     r.mlp_train.steps = 0;
     for (int t = 0; t < 3; t++) {
         r.mlp_train.target = (rq_mlp_target)t;
@@ -494,6 +502,52 @@ static void test_true_sequential(void) {
     rq_quant_report rep;
     CHECKF(quantize(&r, out_path, &rep) != 0 && strstr(rq_error(), "true_sequential"), "%s", rq_error());
     rq_recipe_free(&r);
+    unlink(out_path);
+    unlink(out2_path);
+    unlink(src_path);
+}
+
+/* Whether every blk.1 linear of two files is byte for byte the same. */
+static bool blk1_same(const char *p, const char *q) {
+    const char *sfx[7] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    char nm[64];
+    for (int i = 0; i < 7; i++) {
+        snprintf(nm, sizeof nm, "blk.1.%s.weight", sfx[i]);
+        if (!same_tensor(p, q, nm)) return false;
+    }
+    return true;
+}
+
+/* The reference model's stream of block inputs (feed "reference", and the model
+ * target's input) moves on block by block. With block 0 kept, block 1's quantized
+ * and reference inputs are the same, so feeding either, and training block 1's MLP
+ * towards the block's or the model's output, give the same block 1; a stream left
+ * behind (at the embeddings) would not. With block 0 quantized they differ, so the
+ * comparison can fail. */
+static void test_reference_stream(void) {
+    REQUIRE(write_src("llama") == 0);
+    for (int keep0 = 1; keep0 >= 0; keep0--) {
+        rq_recipe r;
+        w2_per_row_recipe(&r);
+        keep_override(&r, "blk.0.*");
+        r.n_ov = keep0;
+        rq_quant_report rep;
+        REQUIRE(quantize(&r, out_path, &rep) == 0);
+        r.calib_feed_ref = true;
+        REQUIRE(quantize(&r, out2_path, &rep) == 0);
+        CHECKF(blk1_same(out_path, out2_path) == (keep0 == 1), "block 0 %s: feed reference vs quantized",
+               keep0 ? "kept" : "quantized");
+        r.calib_feed_ref = false;
+        train_k1_recipe(&r, 10);
+        r.mlp_train.target = RQ_MLP_TARGET_BLOCK;
+        REQUIRE(quantize(&r, out_path, &rep) == 0);
+        CHECKF(rep.mlp_trained == 2 - keep0, "%d MLPs trained", rep.mlp_trained);
+        r.mlp_train.target = RQ_MLP_TARGET_MODEL;
+        REQUIRE(quantize(&r, out2_path, &rep) == 0);
+        CHECKF(blk1_same(out_path, out2_path) == (keep0 == 1), "block 0 %s: model vs block target",
+               keep0 ? "kept" : "quantized");
+        rq_recipe_free(&r);
+    }
     unlink(out_path);
     unlink(out2_path);
     unlink(src_path);
@@ -541,6 +595,7 @@ int main(void) {
     RUN(test_replicated_file);
     RUN(test_mlp_trained_file);
     RUN(test_true_sequential);
+    RUN(test_reference_stream);
     RUN(test_refusals);
     TEST_EXIT();
 }

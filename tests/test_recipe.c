@@ -401,7 +401,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 44, "%d recipe files", n);
+    CHECKF(n == 46, "%d recipe files", n);
 }
 
 int main(void) {
