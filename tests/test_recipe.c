@@ -372,6 +372,14 @@ static void test_recipe_files(void) {
                            : strstr(r.name, "-model") ? RQ_MLP_TARGET_MODEL
                                                       : RQ_MLP_TARGET_MLP;
         CHECKF(r.mlp_train.target == tg, "%s: mlp_train target %d", e->d_name, (int)r.mlp_train.target);
+        /* -lite: the model target made affordable on Qwen (one alternation, 30 steps of 256) */
+        if (strstr(r.name, "-lite")) {
+            rq_tensor_recipe gate;
+            rq_recipe_for_tensor(&r, "blk.0.ffn_gate.weight", &gate);
+            CHECKF(r.base.rep.iters == 1 && gate.rep.iters == 1 && r.mlp_train.steps == 30 && r.mlp_train.batch == 256,
+                   "%s: iters %d, steps %d, batch %d", e->d_name, gate.rep.iters, r.mlp_train.steps,
+                   r.mlp_train.batch);
+        }
         /* -ts: GPTQ's true-sequential input collection */
         CHECKF(r.calib_true_seq == (strstr(r.name, "-ts") != NULL), "%s: true_sequential %d", e->d_name,
                r.calib_true_seq);
@@ -401,7 +409,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 46, "%d recipe files", n);
+    CHECKF(n == 47, "%d recipe files", n);
 }
 
 int main(void) {
