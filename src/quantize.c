@@ -43,11 +43,12 @@ typedef struct {
      * for training (gate, up, down), and the training sums */
     float *ffn_x;
     float *ffn_y; /* mlp_train target block/model: the reference block's output, less (after the FFN_IN pass)
-                     the residual after the quantized attention */
-    int64_t ffn_n;
+                     the residual after the quantized attention, or with o_proj the block's input */
+    float *ffn_z; /* o_proj: the output projection's inputs [ffn_n, n_head * head_dim] */
+    int64_t ffn_n, z_n;
     unsigned collect; /* the hook points (bits) being collected in this pass */
     bool keep_mlp;
-    rq_rep mlp[3];
+    rq_rep mlp[4]; /* gate, up, down, and attn_output with o_proj */
     int mlp_trained;
     double val_start_sum, val_best_sum;
 } qstate;
@@ -107,6 +108,11 @@ static int mlp_index(const char *name) {
     return -1;
 }
 
+static bool is_o_proj(const char *name) {
+    const char *p = strstr(name, ".attn_output.weight");
+    return rq_is_block_linear(name) && p && !p[19];
+}
+
 /* Whether mlp_train trains blk.l's MLP: check_mlp_recipe lets a block's three MLP
  * matrices be either all replicated (trained) or all kept (not trained). */
 static bool mlp_trained_in(const qstate *s, int l) {
@@ -145,6 +151,7 @@ static int replicate_tensor(qstate *s, const char *name, const rq_tensor_recipe 
     s->err_sum += rel;
     s->err_n++;
     int j = mlp_index(name);
+    if (s->keep_mlp && s->r->mlp_train.o_proj && is_o_proj(name)) j = 3;
     bool keep = s->keep_mlp && j >= 0; /* trained with the block's other MLP matrices, stored then */
     if (!keep && store_rep(s, name, &t)) {
         rq_rep_free(&t);
@@ -174,7 +181,7 @@ static int replicate_tensor(qstate *s, const char *name, const rq_tensor_recipe 
 /* Train the block's kept MLP replicas (mlp_train), store them, and put them
  * into L: summed (combine 0) or as K paths (combine 1). ref: the reference gate,
  * up and down. */
-static int train_mlp(qstate *s, rq_fwd *f, rq_layer *L, int l, float *ref[3]) {
+static int train_mlp(qstate *s, rq_fwd *f, rq_layer *L, int l, float *ref[3], const float *h0) {
     const rq_config *c = &s->cfg;
     rq_mlptrain_opts o = s->r->mlp_train;
     o.seed ^= s->r->seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(l + 1));
@@ -185,16 +192,18 @@ static int train_mlp(qstate *s, rq_fwd *f, rq_layer *L, int l, float *ref[3]) {
         y = rq_malloc((size_t)(s->ffn_n * c->n_embd) * sizeof(float));
         rq_mlp_reference(s->ffn_x, s->ffn_n, c->n_embd, c->n_ff, ref[0], ref[1], ref[2], rq_fwd_online_r4(f), y);
     }
-    int rc = rq_mlp_train(s->ffn_x, s->ffn_n, c->n_embd, c->n_ff, y, rq_fwd_online_r4(f), m, &o, &tr);
+    rq_mlp_tail tail = {&s->mlp[3], s->ffn_z, h0, L->ffn_norm, c->norm_eps, (int64_t)c->n_head * c->head_dim};
+    int rc = rq_mlp_train(o.o_proj ? NULL : s->ffn_x, s->ffn_n, c->n_embd, c->n_ff, y, rq_fwd_online_r4(f), m,
+                          o.o_proj ? &tail : NULL, &o, &tr);
     if (y != s->ffn_y) free(y);
     if (rc) return rq_fail_ctx("blk.%d: training the MLP", l);
     s->mlp_trained++;
     s->val_start_sum += tr.val_start;
     s->val_best_sum += tr.val_best;
     if (s->verbose)
-        fprintf(stderr, "  blk.%d MLP trained (K=%d, %s): held-out error %.5f -> %.5f (step %d of %d, %.1fs)\n", l,
-                m[0]->K, m[0]->combine == RQ_REP_COMBINE_MLP ? "paths" : "linear", tr.val_start, tr.val_best,
-                tr.best_step, o.steps, tr.seconds);
+        fprintf(stderr, "  blk.%d MLP%s trained (K=%d, %s): held-out error %.5f -> %.5f (step %d of %d, %.1fs)\n", l,
+                o.o_proj ? " and attn_output" : "", m[0]->K, m[0]->combine == RQ_REP_COMBINE_MLP ? "paths" : "linear",
+                tr.val_start, tr.val_best, tr.best_step, o.steps, tr.seconds);
     for (int j = 0; j < 3; j++) {
         char name[96];
         snprintf(name, sizeof name, "blk.%d.%s.weight", l, block_linears[MLP_FIRST + j].suffix);
@@ -203,6 +212,12 @@ static int train_mlp(qstate *s, rq_fwd *f, rq_layer *L, int l, float *ref[3]) {
             rq_layer_set_mlp_replicas(L, j, m[j]);
         else
             rq_rep_dequant(m[j], layer_linear(L, MLP_FIRST + j)->w);
+    }
+    if (o.o_proj) {
+        char name[96];
+        snprintf(name, sizeof name, "blk.%d.attn_output.weight", l);
+        if (store_rep(s, name, &s->mlp[3])) return -1;
+        rq_rep_dequant(&s->mlp[3], L->o.w);
     }
     return 0;
 }
@@ -283,6 +298,10 @@ static void hook_add(void *ctx, int layer, rq_hook_point p, const float *x, int 
         memcpy(s->ffn_x + s->ffn_n * cols, x, (size_t)n * (size_t)cols * sizeof(float));
         s->ffn_n += n;
     }
+    if (p == RQ_HOOK_O_IN && s->ffn_z) { /* the output projection's, for o_proj */
+        memcpy(s->ffn_z + s->z_n * cols, x, (size_t)n * (size_t)cols * sizeof(float));
+        s->z_n += n;
+    }
 }
 
 /* Run every calibration window through one block, in place. */
@@ -308,9 +327,11 @@ static void collect_inputs(qstate *s, rq_fwd *f, const rq_layer *L, int l, const
             last = p;
         }
     if (mask & 1u << RQ_HOOK_FFN_IN) s->ffn_n = 0;
+    if (mask & 1u << RQ_HOOK_O_IN) s->z_n = 0;
     s->collect = mask;
-    /* a pass that ends at the MLP's input leaves the residual the MLP adds to */
-    float *y = last == RQ_HOOK_FFN_IN ? s->ffn_y : NULL;
+    /* a pass that ends at the MLP's input leaves the residual the MLP adds to (with
+     * o_proj the target is taken from the block's input instead, by the caller) */
+    float *y = last == RQ_HOOK_FFN_IN && !s->r->mlp_train.o_proj ? s->ffn_y : NULL;
     float *tmp = rq_malloc((size_t)len * E * sizeof(float));
     for (int wi = 0; wi < nw; wi++) {
         memcpy(tmp, src + (size_t)wi * len * E, (size_t)len * E * sizeof(float));
@@ -359,6 +380,20 @@ static int check_mlp_recipe(const qstate *s) {
         if (r->mlp_train_on && r->mlp_train.target != RQ_MLP_TARGET_MLP && !r->calib_true_seq)
             return rq_fail("\"mlp_train\" with a block or model target needs \"calib\": {\"true_sequential\": "
                            "true}");
+        if (r->mlp_train_on && r->mlp_train.o_proj && r->mlp_train.target == RQ_MLP_TARGET_MLP)
+            return rq_fail("\"mlp_train\": {\"o_proj\": true} trains towards the block's output; set \"target\" "
+                           "to \"block\" or \"model\"");
+        if (r->mlp_train_on && r->mlp_train.o_proj && n_keep < 3) {
+            char on[96];
+            snprintf(on, sizeof on, "blk.%d.attn_output.weight", l);
+            rq_tensor_recipe ot;
+            rq_recipe_for_tensor(r, on, &ot);
+            if (ot.method == RQ_METHOD_KEEP || ot.rep.K < 1 || ot.rep.combine != RQ_REP_COMBINE_LINEAR)
+                return rq_fail("%s: \"mlp_train\": {\"o_proj\": true} trains this matrix's replica factors with "
+                               "the block's MLP, so it must be replicated (\"replicate\": {\"k\": 1} or more, "
+                               "\"combine\": \"linear\")",
+                               on);
+        }
         if (r->mlp_train_on && !same && n_keep < 3)
             return rq_fail("\"mlp_train\" trains each block's replicated MLP, but blk.%d's ffn_gate, ffn_up and "
                            "ffn_down are neither all replicated with one k nor all kept; set \"replicate\" on the "
@@ -513,6 +548,8 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
         }
         f = rq_fwd_new_cfg(c, len);
         if (r->mlp_train_on) s.ffn_x = rq_malloc((size_t)nw * len * E * sizeof(float));
+        if (r->mlp_train_on && r->mlp_train.o_proj)
+            s.ffn_z = rq_malloc((size_t)nw * len * c->n_head * c->head_dim * sizeof(float));
         if (r->mlp_train_on && r->mlp_train.target != RQ_MLP_TARGET_MLP)
             s.ffn_y = rq_malloc((size_t)nw * len * E * sizeof(float));
         rq_fwd_set_actq(f, &r->act);
@@ -551,6 +588,9 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
                 /* a reference stream kept for the model target alone moves on to this output
                  * now (fed to the blocks, it is still their input and moves on at the end) */
                 if (in == xref && !r->calib_feed_ref) memcpy(xref, s.ffn_y, (size_t)nw * len * E * sizeof(float));
+                /* with o_proj the target is what the block adds to its (quantized stream's) input */
+                for (int64_t i = 0; r->mlp_train.o_proj && i < (int64_t)nw * len * E; i++)
+                    s.ffn_y[i] -= src[i];
             }
             if (r->calib_feed_ref) {
                 if (rq_layer_load(s.g, c, l, &Lref)) {
@@ -581,9 +621,9 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
             err =
                 quantize_tensor(&s, name, lin->w, lin->rows, lin->cols, calibrate ? s.acc[block_linears[i].in] : NULL);
         }
-        if (!err && s.keep_mlp) err = train_mlp(&s, f, &L, l, ref);
-        for (int j = 0; j < 3; j++) {
-            free(ref[j]);
+        if (!err && s.keep_mlp) err = train_mlp(&s, f, &L, l, ref, src);
+        for (int j = 0; j < 4; j++) {
+            if (j < 3) free(ref[j]);
             rq_rep_free(&s.mlp[j]);
         }
         s.keep_mlp = false;
@@ -642,7 +682,8 @@ done:
     free(embd);
     free(s.ffn_x);
     free(s.ffn_y);
-    for (int j = 0; j < 3; j++)
+    free(s.ffn_z);
+    for (int j = 0; j < 4; j++)
         rq_rep_free(&s.mlp[j]);
     rq_fwd_free(f);
     if (own_cal) rq_calib_free(&cal);

@@ -399,7 +399,7 @@ static int parse_kv(const char *src, const cJSON *obj, rq_recipe *r) {
     return 0;
 }
 
-/* "mlp_train": {"steps", "batch", "eval_every", "lr", "holdout", "seed"}, or null (off). */
+/* "mlp_train": {"steps", "batch", "eval_every", "lr", "holdout", "seed", "target", "o_proj"}, or null (off). */
 static int parse_mlp_train(const char *src, const cJSON *obj, rq_recipe *r) {
     r->mlp_train = rq_mlptrain_default();
     r->mlp_train_on = !cJSON_IsNull(obj);
@@ -431,8 +431,11 @@ static int parse_mlp_train(const char *src, const cJSON *obj, rq_recipe *r) {
             int e;
             if (get_enum(src, k2, j, TARGET_NAMES, 3, &e)) return -1;
             t->target = (rq_mlp_target)e;
+        } else if (!strcmp(j->string, "o_proj")) {
+            if (get_bool(src, k2, j, &t->o_proj)) return -1;
         } else
-            return unknown_key(src, "mlp_train", j->string, "steps, batch, eval_every, lr, holdout, seed, target");
+            return unknown_key(src, "mlp_train", j->string,
+                               "steps, batch, eval_every, lr, holdout, seed, target, o_proj");
     }
     return 0;
 }
@@ -523,6 +526,10 @@ static int parse_root(const char *src, const cJSON *root, rq_recipe *r) {
         return rq_fail("%s: 'mlp_train.target' = '%s' needs \"calib\": {\"true_sequential\": true} (the target is "
                        "taken after the block's quantized attention, which only that order collects)",
                        src, TARGET_NAMES[r->mlp_train.target]);
+    if (r->mlp_train_on && r->mlp_train.o_proj && r->mlp_train.target == RQ_MLP_TARGET_MLP)
+        return rq_fail("%s: 'mlp_train.o_proj' trains the attention's output projection towards the block's output; "
+                       "set 'mlp_train.target' to \"block\" or \"model\"",
+                       src);
     if (rq_grid_check(&r->base.grid)) return rq_fail_ctx("%s: top-level grid", src);
     for (int i = 0; i < r->n_ov; i++) {
         rq_tensor_recipe t = r->base;
@@ -733,6 +740,7 @@ char *rq_recipe_to_json(const rq_recipe *r) {
         sb_float(&b, t->holdout);
         sb_printf(&b, ", \"seed\": %llu", (unsigned long long)t->seed);
         if (t->target != RQ_MLP_TARGET_MLP) sb_printf(&b, ", \"target\": \"%s\"", TARGET_NAMES[t->target]);
+        if (t->o_proj) sb_printf(&b, ", \"o_proj\": true");
         sb_printf(&b, "}");
     }
     sb_printf(&b, ",\n  \"overrides\": [");

@@ -1,6 +1,7 @@
 /* Frozen-code MLP training (mlptrain.h): the hand-written gradients against
  * finite differences for both combinations with and without the online R4, the
- * spread of one decoder into K paths, and training that recovers known factors
+ * spread of one decoder into K paths, training that recovers known factors (also
+ * with the block's tail: attn_output and the norm before the MLP)
  * while never keeping a held-out error above the start's. */
 #include <math.h>
 #include <stdint.h>
@@ -15,7 +16,7 @@
 #include "rq_test.h"
 #include "util.h"
 
-enum { E = 8, F = 16 };
+enum { E = 8, F = 16, D = 12 };
 
 static float randn(rq_rng *g) {
     float u = rq_rng_uniform(g) + 1e-7f, v = rq_rng_uniform(g);
@@ -48,58 +49,96 @@ static float *randv(int64_t n, float s, rq_rng *g) {
     return v;
 }
 
-/* Analytic gradients against central differences in every factor. */
+/* A block's tail around the MLP (mlptrain.h): the output projection [E, D]
+ * with K replicas, its inputs, the residual and the norm's weight. */
+typedef struct {
+    rq_rep o;
+    float *z, *h0, *w;
+    rq_mlp_tail t;
+} tail_data;
+
+static void random_tail(tail_data *d, int K, int64_t n, rq_rng *g) {
+    rq_rep_alloc(&d->o, 2, K, E, D);
+    for (int64_t i = 0; i < E * D; i++)
+        d->o.q[i] = (uint8_t)(rq_rng_next(g) & 3);
+    for (int64_t i = 0; i < K * E; i++)
+        d->o.a[i] = rq_fp32_to_fp16(0.2f + 0.2f * rq_rng_uniform(g));
+    for (int64_t i = 0; i < K * D; i++)
+        d->o.b[i] = rq_fp32_to_fp16(0.7f + 0.6f * rq_rng_uniform(g));
+    d->z = randv(n * D, 1.0f, g);
+    d->h0 = randv(n * E, 1.0f, g);
+    d->w = randv(E, 1.0f, g);
+    d->t = (rq_mlp_tail){&d->o, d->z, d->h0, d->w, 1e-5f, D};
+}
+
+static void tail_free(tail_data *d) {
+    rq_rep_free(&d->o);
+    free(d->z);
+    free(d->h0);
+    free(d->w);
+}
+
+/* Analytic gradients against central differences in every factor, for the MLP
+ * alone and with the tail (o's factors as matrix 3). */
 static void test_gradients(void) {
     double worst = 0;
-    for (int combine = 0; combine < 2; combine++)
-        for (int rot = 0; rot < 2; rot++) {
-            rq_rep m[3];
-            random_mlp(m, 2, combine, 11 + combine + 2 * rot);
-            rq_rep *mp[3] = {&m[0], &m[1], &m[2]};
-            rq_orth *r4 = rot ? rq_orth_new(F, RQ_ORTH_RH, 5) : NULL;
-            rq_rng g;
-            rq_rng_seed(&g, 3, 0);
-            int64_t n = 24;
-            float *x = randv(n * E, 1.0f, &g), *y = randv(n * E, 0.5f, &g);
-            float *a[3], *b[3], *ga[3], *gb[3];
-            for (int j = 0; j < 3; j++) {
-                a[j] = rq_malloc((size_t)(2 * m[j].rows) * sizeof(float));
-                b[j] = rq_malloc((size_t)(2 * m[j].cols) * sizeof(float));
-                rq_fp16_to_fp32_n(m[j].a, 2 * m[j].rows, a[j]);
-                rq_fp16_to_fp32_n(m[j].b, 2 * m[j].cols, b[j]);
-                ga[j] = rq_calloc((size_t)(2 * m[j].rows), sizeof(float));
-                gb[j] = rq_calloc((size_t)(2 * m[j].cols), sizeof(float));
-            }
-            double l0 = rq_mlp_loss_grad(x, n, E, F, y, r4, mp, a, b, ga, gb);
-            REQUIRE(isfinite(l0) && l0 > 0);
-            for (int j = 0; j < 3; j++)
-                for (int which = 0; which < 2; which++) {
-                    float *v = which ? b[j] : a[j], *gv = which ? gb[j] : ga[j];
-                    int64_t nv = 2 * (which ? m[j].cols : m[j].rows);
-                    for (int64_t i = 0; i < nv; i++) {
-                        float keep = v[i], h = 1e-2f * fabsf(keep);
-                        v[i] = keep + h;
-                        double lp = rq_mlp_loss_grad(x, n, E, F, y, r4, mp, a, b, NULL, NULL);
-                        v[i] = keep - h;
-                        double lm = rq_mlp_loss_grad(x, n, E, F, y, r4, mp, a, b, NULL, NULL);
-                        v[i] = keep;
-                        double fd = (lp - lm) / (2.0 * h), e = fabs(fd - gv[i]) / (fabs(fd) + 1e-3 * l0);
-                        worst = fmax(worst, e);
-                        CHECKF(e < 2e-2, "combine %d r4 %d matrix %d %c[%lld]: analytic %.6g, differences %.6g",
-                               combine, rot, j, which ? 'b' : 'a', (long long)i, (double)gv[i], fd);
-                    }
-                }
-            for (int j = 0; j < 3; j++) {
-                free(a[j]);
-                free(b[j]);
-                free(ga[j]);
-                free(gb[j]);
-                rq_rep_free(&m[j]);
-            }
-            free(x);
-            free(y);
-            rq_orth_free(r4);
+    for (int cfg = 0; cfg < 8; cfg++) {
+        int tail = cfg >> 2, combine = cfg >> 1 & 1, rot = cfg & 1;
+        rq_rep m[3];
+        random_mlp(m, 2, combine, 11 + combine + 2 * rot);
+        rq_rep *mp[3] = {&m[0], &m[1], &m[2]};
+        rq_orth *r4 = rot ? rq_orth_new(F, RQ_ORTH_RH, 5) : NULL;
+        rq_rng g;
+        rq_rng_seed(&g, 3, 0);
+        int64_t n = 24;
+        float *x = randv(n * E, 1.0f, &g), *y = randv(n * E, 0.5f, &g);
+        tail_data td;
+        random_tail(&td, 2, n, &g);
+        const rq_mlp_tail *tp = tail ? &td.t : NULL;
+        int nm = tail ? 4 : 3;
+        rq_rep *all[4] = {&m[0], &m[1], &m[2], &td.o};
+        float *a[4], *b[4], *ga[4], *gb[4];
+        for (int j = 0; j < nm; j++) {
+            const rq_rep *mj = all[j];
+            a[j] = rq_malloc((size_t)(2 * mj->rows) * sizeof(float));
+            b[j] = rq_malloc((size_t)(2 * mj->cols) * sizeof(float));
+            rq_fp16_to_fp32_n(mj->a, 2 * mj->rows, a[j]);
+            rq_fp16_to_fp32_n(mj->b, 2 * mj->cols, b[j]);
+            ga[j] = rq_calloc((size_t)(2 * mj->rows), sizeof(float));
+            gb[j] = rq_calloc((size_t)(2 * mj->cols), sizeof(float));
         }
+        double l0 = rq_mlp_loss_grad(x, n, E, F, y, r4, mp, tp, a, b, ga, gb);
+        REQUIRE(isfinite(l0) && l0 > 0);
+        for (int j = 0; j < nm; j++)
+            for (int which = 0; which < 2; which++) {
+                float *v = which ? b[j] : a[j], *gv = which ? gb[j] : ga[j];
+                int64_t nv = 2 * (which ? all[j]->cols : all[j]->rows);
+                for (int64_t i = 0; i < nv; i++) {
+                    float keep = v[i], h = 1e-2f * fabsf(keep);
+                    v[i] = keep + h;
+                    double lp = rq_mlp_loss_grad(x, n, E, F, y, r4, mp, tp, a, b, NULL, NULL);
+                    v[i] = keep - h;
+                    double lm = rq_mlp_loss_grad(x, n, E, F, y, r4, mp, tp, a, b, NULL, NULL);
+                    v[i] = keep;
+                    double fd = (lp - lm) / (2.0 * h), e = fabs(fd - gv[i]) / (fabs(fd) + 1e-3 * l0);
+                    worst = fmax(worst, e);
+                    CHECKF(e < 2e-2, "tail %d combine %d r4 %d matrix %d %c[%lld]: analytic %.6g, differences %.6g",
+                           tail, combine, rot, j, which ? 'b' : 'a', (long long)i, (double)gv[i], fd);
+                }
+            }
+        for (int j = 0; j < nm; j++) {
+            free(a[j]);
+            free(b[j]);
+            free(ga[j]);
+            free(gb[j]);
+        }
+        for (int j = 0; j < 3; j++)
+            rq_rep_free(&m[j]);
+        tail_free(&td);
+        free(x);
+        free(y);
+        rq_orth_free(r4);
+    }
     printf("  worst relative gradient error %.2e\n", worst);
 }
 
@@ -128,8 +167,8 @@ static void test_spread_paths(void) {
             rq_fp16_to_fp32_n(k4[j].a, 4 * one[j].rows, a4[j]);
             rq_fp16_to_fp32_n(k4[j].b, 4 * one[j].cols, b4[j]);
         }
-        double l1 = rq_mlp_loss_grad(x, n, E, F, y, NULL, p1, a, b, NULL, NULL);
-        double l4 = rq_mlp_loss_grad(x, n, E, F, y, NULL, p4, a4, b4, NULL, NULL);
+        double l1 = rq_mlp_loss_grad(x, n, E, F, y, NULL, p1, NULL, a, b, NULL, NULL);
+        double l4 = rq_mlp_loss_grad(x, n, E, F, y, NULL, p4, NULL, a4, b4, NULL, NULL);
         if (spread == 0)
             CHECKF(fabs(l4 - l1) <= 1e-5 * l1, "spread 0: K=4 paths loss %.9g, K=1 %.9g", l4, l1);
         else
@@ -195,7 +234,7 @@ static void test_training(void) {
         o.batch = 128;
         o.lr = 0.01f;
         rq_mlptrain_trace tr;
-        REQUIRE(rq_mlp_train(x, n, E, F, y, NULL, mp, &o, &tr) == 0);
+        REQUIRE(rq_mlp_train(x, n, E, F, y, NULL, mp, NULL, &o, &tr) == 0);
         printf("  combine %d: held-out error %.5f -> %.5f (step %d)\n", combine, tr.val_start, tr.val_best,
                tr.best_step);
         CHECKF(tr.val_best < 0.3 * tr.val_start, "combine %d: held-out %.5f -> %.5f", combine, tr.val_start,
@@ -203,17 +242,17 @@ static void test_training(void) {
         /* evaluated again from the stored factors: the start is what was kept */
         rq_mlptrain_trace t2;
         o.steps = 0;
-        REQUIRE(rq_mlp_train(x, n, E, F, y, NULL, mp, &o, &t2) == 0);
+        REQUIRE(rq_mlp_train(x, n, E, F, y, NULL, mp, NULL, &o, &t2) == 0);
         CHECKF(fabs(t2.val_start - tr.val_best) <= 1e-6 * tr.val_best, "kept %.9g, re-evaluated %.9g", tr.val_best,
                t2.val_start);
         /* a step size that diverges keeps the start: the stored factors evaluate to it */
         o.steps = 20;
         o.lr = 1.0f;
-        REQUIRE(rq_mlp_train(x, n, E, F, y, NULL, mp, &o, &t2) == 0);
+        REQUIRE(rq_mlp_train(x, n, E, F, y, NULL, mp, NULL, &o, &t2) == 0);
         CHECKF(t2.best_step == 0, "lr 1: step %d kept (%.9g -> %.9g)", t2.best_step, t2.val_start, t2.val_best);
         rq_mlptrain_trace t3;
         o.steps = 0;
-        REQUIRE(rq_mlp_train(x, n, E, F, y, NULL, mp, &o, &t3) == 0);
+        REQUIRE(rq_mlp_train(x, n, E, F, y, NULL, mp, NULL, &o, &t3) == 0);
         CHECKF(t3.val_start == t2.val_start, "after lr 1: %.9g, before %.9g", t3.val_start, t2.val_start);
         /* the same seed gives the same factors */
         rq_rep c[3], d[3], e[3];
@@ -223,8 +262,8 @@ static void test_training(void) {
         rq_rep *cp[3] = {&c[0], &c[1], &c[2]}, *dp[3] = {&d[0], &d[1], &d[2]};
         o.steps = 30;
         o.lr = 0.01f;
-        REQUIRE(rq_mlp_train(x, n, E, F, y, NULL, cp, &o, &t2) == 0);
-        REQUIRE(rq_mlp_train(x, n, E, F, y, NULL, dp, &o, &t2) == 0);
+        REQUIRE(rq_mlp_train(x, n, E, F, y, NULL, cp, NULL, &o, &t2) == 0);
+        REQUIRE(rq_mlp_train(x, n, E, F, y, NULL, dp, NULL, &o, &t2) == 0);
         for (int j = 0; j < 3; j++) {
             size_t na = (size_t)(c[j].K * rows[j]) * 2, nb = (size_t)(c[j].K * cols[j]) * 2;
             CHECK(!memcmp(c[j].a, d[j].a, na) && !memcmp(c[j].b, d[j].b, nb));
@@ -243,6 +282,81 @@ static void test_training(void) {
     free(y);
 }
 
+/* With the tail: the target comes from the output projection's rows scaled by
+ * known factors (the MLP exact); training the four matrices' factors recovers
+ * most of it, moves o's factors, and the stored factors evaluate to the kept
+ * error. */
+static void test_tail_training(void) {
+    rq_rep one[3];
+    random_mlp(one, 1, 0, 41);
+    rq_rng g;
+    rq_rng_seed(&g, 10, 0);
+    int64_t n = 2048;
+    tail_data td;
+    random_tail(&td, 1, n, &g);
+    for (int64_t i = 0; i < E; i++)
+        td.w[i] = 1.0f + 0.1f * (float)i / E;
+    float *wo = rq_malloc((size_t)(E * D) * sizeof(float)), *w[3];
+    rq_rep_dequant_replica(&td.o, 0, wo);
+    for (int64_t r = 0; r < E; r++) {
+        float s = 1.0f + 0.3f * (2.0f * rq_rng_uniform(&g) - 1.0f);
+        for (int64_t c = 0; c < D; c++)
+            wo[r * D + c] *= s;
+    }
+    const int64_t rows[3] = {F, F, E}, cols[3] = {E, E, F};
+    for (int j = 0; j < 3; j++) {
+        w[j] = rq_malloc((size_t)(rows[j] * cols[j]) * sizeof(float));
+        rq_rep_dequant_replica(&one[j], 0, w[j]);
+    }
+    /* y = z Wo^T + MLP(rmsnorm(h0 + z Wo^T) .* w) */
+    float *p = rq_malloc((size_t)(n * E) * sizeof(float)), *x = rq_malloc((size_t)(n * E) * sizeof(float));
+    float *y = rq_malloc((size_t)(n * E) * sizeof(float));
+    for (int64_t t = 0; t < n; t++) {
+        double ss = 0;
+        for (int64_t e = 0; e < E; e++) {
+            double v = 0;
+            for (int64_t c = 0; c < D; c++)
+                v += (double)td.z[t * D + c] * wo[e * D + c];
+            p[t * E + e] = (float)v;
+            ss += (v + td.h0[t * E + e]) * (v + td.h0[t * E + e]);
+        }
+        float r = 1.0f / sqrtf((float)(ss / E) + td.t.eps);
+        for (int64_t e = 0; e < E; e++)
+            x[t * E + e] = (p[t * E + e] + td.h0[t * E + e]) * r * td.w[e];
+    }
+    rq_mlp_reference(x, n, E, F, w[0], w[1], w[2], NULL, y);
+    for (int64_t i = 0; i < n * E; i++)
+        y[i] += p[i];
+    rq_rep m[3];
+    start_model(m, one, 0);
+    rq_rep *mp[3] = {&m[0], &m[1], &m[2]};
+    uint16_t a0[E];
+    memcpy(a0, td.o.a, sizeof a0);
+    rq_mlptrain_opts o = rq_mlptrain_default();
+    o.steps = 300;
+    o.batch = 128;
+    o.lr = 0.01f;
+    rq_mlptrain_trace tr, t2;
+    REQUIRE(rq_mlp_train(NULL, n, E, F, y, NULL, mp, &td.t, &o, &tr) == 0);
+    printf("  tail: held-out error %.5f -> %.5f (step %d)\n", tr.val_start, tr.val_best, tr.best_step);
+    CHECKF(tr.val_best < 0.3 * tr.val_start, "tail: held-out %.5f -> %.5f", tr.val_start, tr.val_best);
+    CHECK(memcmp(a0, td.o.a, sizeof a0) != 0);
+    o.steps = 0;
+    REQUIRE(rq_mlp_train(NULL, n, E, F, y, NULL, mp, &td.t, &o, &t2) == 0);
+    CHECKF(fabs(t2.val_start - tr.val_best) <= 1e-6 * tr.val_best, "kept %.9g, re-evaluated %.9g", tr.val_best,
+           t2.val_start);
+    for (int j = 0; j < 3; j++) {
+        rq_rep_free(&m[j]);
+        rq_rep_free(&one[j]);
+        free(w[j]);
+    }
+    tail_free(&td);
+    free(wo);
+    free(p);
+    free(x);
+    free(y);
+}
+
 static void test_refusals(void) {
     rq_mlptrain_opts o = rq_mlptrain_default();
     o.holdout = 1.0f;
@@ -257,7 +371,7 @@ static void test_refusals(void) {
     float *w = rq_calloc(E * F, sizeof(float)), *x = rq_calloc(64 * E, sizeof(float));
     rq_mlptrain_trace tr;
     o = rq_mlptrain_default();
-    CHECK(rq_mlp_train(x, 64, E, F, x, NULL, mp, &o, &tr) != 0 && strstr(rq_error(), "combine"));
+    CHECK(rq_mlp_train(x, 64, E, F, x, NULL, mp, NULL, &o, &tr) != 0 && strstr(rq_error(), "combine"));
     for (int j = 0; j < 3; j++)
         rq_rep_free(&m[j]);
     free(w);
@@ -268,6 +382,7 @@ int main(void) {
     RUN(test_gradients);
     RUN(test_spread_paths);
     RUN(test_training);
+    RUN(test_tail_training);
     RUN(test_refusals);
     TEST_EXIT();
 }

@@ -553,6 +553,48 @@ static void test_reference_stream(void) {
     unlink(src_path);
 }
 
+/* mlp_train.o_proj: attn_output's factors trained with the MLP's towards the
+ * block's output. Untrained (0 steps) it stores what the MLP-only training
+ * stores; trained it changes attn_output and not q; deterministic; refused with
+ * the MLP target or an unreplicated attn_output. */
+static void test_o_proj(void) {
+    REQUIRE(write_src("qwen2") == 0);
+    const char *sfx[7] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    char nm[64];
+    rq_recipe r;
+    w2_per_row_recipe(&r);
+    train_k1_recipe(&r, 0);
+    r.mlp_train.target = RQ_MLP_TARGET_MODEL;
+    rq_quant_report rep;
+    REQUIRE(quantize(&r, out_path, &rep) == 0);
+    r.mlp_train.o_proj = true;
+    REQUIRE(quantize(&r, out2_path, &rep) == 0);
+    for (int l = 0; l < 2; l++)
+        for (int i = 0; i < 7; i++) {
+            snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, sfx[i]);
+            CHECKF(same_tensor(out_path, out2_path, nm), "0 steps: %s differs", nm);
+        }
+    r.mlp_train.steps = 20;
+    REQUIRE(quantize(&r, out_path, &rep) == 0);
+    printf("  o_proj: held-out error %.5f -> %.5f\n", rep.mlp_val_start_mean, rep.mlp_val_best_mean);
+    CHECKF(rep.mlp_trained == 2 && rep.mlp_val_best_mean < rep.mlp_val_start_mean, "%.6f -> %.6f",
+           rep.mlp_val_start_mean, rep.mlp_val_best_mean);
+    CHECK(isfinite(logit_gap(out_path)));
+    CHECK(same_tensor(out_path, out2_path, "blk.0.attn_q.weight"));
+    CHECK(!same_tensor(out_path, out2_path, "blk.0.attn_output.weight"));
+    REQUIRE(quantize(&r, out2_path, &rep) == 0);
+    CHECK(same_bytes(out_path, out2_path));
+    r.mlp_train.target = RQ_MLP_TARGET_MLP;
+    CHECKF(quantize(&r, out2_path, &rep) != 0 && strstr(rq_error(), "o_proj"), "%s", rq_error());
+    r.mlp_train.target = RQ_MLP_TARGET_BLOCK;
+    keep_override(&r, "blk.*.attn_output.weight");
+    CHECKF(quantize(&r, out2_path, &rep) != 0 && strstr(rq_error(), "o_proj"), "%s", rq_error());
+    rq_recipe_free(&r);
+    unlink(out_path);
+    unlink(out2_path);
+    unlink(src_path);
+}
+
 /* Errors leave nothing behind; a newer packed format in a file is refused on load. */
 static void test_refusals(void) {
     REQUIRE(write_src("llama") == 0);
@@ -596,6 +638,7 @@ int main(void) {
     RUN(test_mlp_trained_file);
     RUN(test_true_sequential);
     RUN(test_reference_stream);
+    RUN(test_o_proj);
     RUN(test_refusals);
     TEST_EXIT();
 }

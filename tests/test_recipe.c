@@ -292,6 +292,8 @@ static void test_replicate(void) {
         {"{\"repliq_recipe\": 1, \"mlp_train\": 5}", "object or null"},
         {"{\"repliq_recipe\": 1, \"mlp_train\": {\"target\": \"layer\"}}", "'mlp_train.target' = 'layer'"},
         {"{\"repliq_recipe\": 1, \"mlp_train\": {\"target\": \"block\"}}", "needs \"calib\": {\"true_sequential\""},
+        {"{\"repliq_recipe\": 1, \"mlp_train\": {\"o_proj\": true}}", "'mlp_train.o_proj' trains"},
+        {"{\"repliq_recipe\": 1, \"mlp_train\": {\"o_proj\": 1}}", "'mlp_train.o_proj'"},
         {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 1, \"combine\": \"mlp\"}}", "one path is one decoder"},
         {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 2, \"spread\": 0, \"combine\": \"mlp\"}}", "spread 0"},
         {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 2, \"kk\": 1}}", "'kk' in replicate"},
@@ -321,12 +323,12 @@ static void test_replicate(void) {
     rq_recipe_free(&r);
     /* a target other than the MLP's: parsed with true_sequential, kept in the canonical text */
     REQUIRE(rq_recipe_parse("{\"repliq_recipe\": 1, \"calib\": {\"true_sequential\": true}, \"mlp_train\": "
-                            "{\"target\": \"model\"}}",
+                            "{\"target\": \"model\", \"o_proj\": true}}",
                             "t", &r) == 0);
-    CHECK(r.mlp_train.target == RQ_MLP_TARGET_MODEL);
+    CHECK(r.mlp_train.target == RQ_MLP_TARGET_MODEL && r.mlp_train.o_proj);
     round_trip(&r, "mlp_train target");
     j = rq_recipe_to_json(&r);
-    CHECKF(strstr(j, "\"target\": \"model\"") && strstr(j, "\"true_sequential\": true"), "%s", j);
+    CHECKF(strstr(j, "\"target\": \"model\", \"o_proj\": true") && strstr(j, "\"true_sequential\": true"), "%s", j);
     free(j);
     rq_recipe_free(&r);
     REQUIRE(rq_recipe_parse("{\"repliq_recipe\": 1, \"mlp_train\": null}", "t", &r) == 0);
@@ -377,9 +379,11 @@ static void test_recipe_files(void) {
             rq_tensor_recipe gate;
             rq_recipe_for_tensor(&r, "blk.0.ffn_gate.weight", &gate);
             CHECKF(r.base.rep.iters == 1 && gate.rep.iters == 1 && r.mlp_train.steps == 30 && r.mlp_train.batch == 256,
-                   "%s: iters %d, steps %d, batch %d", e->d_name, gate.rep.iters, r.mlp_train.steps,
-                   r.mlp_train.batch);
+                   "%s: iters %d, steps %d, batch %d", e->d_name, gate.rep.iters, r.mlp_train.steps, r.mlp_train.batch);
         }
+        /* -oproj: attn_output's factors trained with the MLP's */
+        CHECKF(r.mlp_train.o_proj == (strstr(r.name, "-oproj") != NULL), "%s: o_proj %d", e->d_name,
+               r.mlp_train.o_proj);
         /* -ts: GPTQ's true-sequential input collection */
         CHECKF(r.calib_true_seq == (strstr(r.name, "-ts") != NULL), "%s: true_sequential %d", e->d_name,
                r.calib_true_seq);
@@ -409,7 +413,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 47, "%d recipe files", n);
+    CHECKF(n == 48, "%d recipe files", n);
 }
 
 int main(void) {
