@@ -55,7 +55,7 @@ for qdir, res in zip(args[::2], args[1::2]):
     rot = "RH" if "-rh-" in tag else "RO" if "-ro-" in tag else "DFRot" if "-dfrot-" in tag else "none"
     for label, r in rows.items():
         m = re.match(r"(rep-w(?P<rb>\d)-(k(?P<k>\d+)(?P<var>-rows|-i\d+|-mt|-mlp)?|adapt[\w-]*)|gptq-w(?P<gb>\d)pc-sym)"
-                     r"(?P<ts>-ts)?(?P<tgt>-block|-model)?(?P<n>\.n\d+)?$", label)
+                     r"(?P<ts>-ts)?(?P<tgt>-block|-model)?(?P<ext>-lite|-oproj)?(?P<n>\.n\d+)?$", label)
         if not m:
             continue
         ts = m.group("ts") or ""
@@ -65,6 +65,8 @@ for qdir, res in zip(args[::2], args[1::2]):
             bits = int(m.group("rb"))
             k = int(m.group("k")) if m.group("k") else -1
             target = {"-block": ", block target", "-model": ", model target"}.get(m.group("tgt"), "")
+            target += {"-lite": ", lite: 1 alternation, 30 steps of 256",
+                       "-oproj": ", with attn_output"}.get(m.group("ext"), "")
             var = {"-rows": " (row factors only)", "-mt": f" (MLP: summed, trained{target})",
                    "-mlp": f" (MLP: paths, trained{target})", None: ""}.get(m.group("var"),
                                                                           f" ({(m.group('var') or '')[2:]} rounds)")
@@ -104,17 +106,22 @@ for qdir, res in zip(args[::2], args[1::2]):
     rows = load_rows(res)
     for label in rows:
         t = re.match(r"gptq-w(\d)pc-sym-ts(\.n\d+)?$", label)  # true-sequential against the default
-        m = re.match(r"rep-w(\d)-k(\d+)-(mt|mlp)(-ts)?(-block|-model)?(\.n\d+)?$", label)
+        m = re.match(r"rep-w(\d)-k(\d+)-(mt|mlp)(-ts)?(-block|-model)?(-lite|-oproj)?(\.n\d+)?$", label)
         if t:
             others = [f"gptq-w{t.group(1)}pc-sym{t.group(2) or ''}"]
         elif not m:
             continue
         else:
-            b, k, kind, ts, tgt, sfx = m.group(1), m.group(2), m.group(3), m.group(4), m.group(5), m.group(6) or ""
-            if tgt:  # a block or model target against the MLP's, and model against block
+            b, k, kind, ts, tgt, ext, sfx = (m.group(1), m.group(2), m.group(3), m.group(4), m.group(5), m.group(6),
+                                             m.group(7) or "")
+            if ext:  # the lite or o_proj variant against the plain target, and per-row GPTQ
+                others = [f"rep-w{b}-k{k}-{kind}{ts or ''}{tgt or ''}{sfx}", f"gptq-w{b}pc-sym{ts or ''}{sfx}"]
+            elif tgt:  # a block or model target against the MLP's, and model against block
                 others = [f"rep-w{b}-k{k}-{kind}{ts or ''}{sfx}"]
                 if tgt == "-model":
                     others.append(f"rep-w{b}-k{k}-{kind}{ts or ''}-block{sfx}")
+                # and where those were not run: the default trained MLP, the fit alone, per-row GPTQ
+                others += [f"rep-w{b}-k{k}-{kind}{sfx}", f"rep-w{b}-k{k}{sfx}", f"gptq-w{b}pc-sym{ts or ''}{sfx}"]
             elif ts:  # true-sequential against the default
                 others = [f"rep-w{b}-k{k}-{kind}{sfx}", f"gptq-w{b}pc-sym-ts{sfx}"]
             else:

@@ -7,7 +7,7 @@
 # block / model training targets; then the table
 # (scripts/rep_summary.py). llamacpp protocol only, CHUNKS chunks of 512.
 #   REPLIQ_DATA=../shared/data scripts/rep_table.sh [MODEL] [CHUNKS]
-# About 3.5 hours on 2 cores for SmolLM2 at 40 chunks. Files already in the cache are reused.
+# About 5 hours on 2 cores for SmolLM2 at 40 chunks. Files already in the cache are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-smollm2-135m} chunks=${2:-40}
@@ -34,5 +34,9 @@ scripts/rot_table.sh "$model" "$chunks" 5 none recipes/rep-w2-k1-mt.json recipes
 # training target (the reference MLP's output, the reference block's, the reference model's)
 scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/gptq-w2pc-sym-ts.json recipes/rep-w2-k1-mt-ts.json \
     recipes/rep-w2-k1-mt-ts-block.json recipes/rep-w2-k1-mt-ts-model.json
+# the model target at W1 and without rotation; its lite form (as run on Qwen) and with attn_output trained too
+scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/gptq-w1pc-sym-ts.json recipes/rep-w1-k1-mt-ts-model.json \
+    recipes/rep-w2-k1-mt-ts-model-lite.json recipes/rep-w2-k1-mt-ts-model-oproj.json
+scripts/rot_table.sh "$model" "$chunks" 5 none recipes/gptq-w2pc-sym-ts.json recipes/rep-w2-k1-mt-ts-model.json
 python3 scripts/rep_summary.py "$q" "results/quant-$model-rh-s${ROT_SEED:-0}-l$chunks-g5.jsonl" \
     "$cache/quant/$model" "results/quant-$model-l$chunks-g5.jsonl"

@@ -39,12 +39,12 @@ typedef struct {
     double t_err; /* seconds spent measuring layer errors in this block */
     int verbose;
     const rq_quant_job *job;
-    /* mlp_train: this block's MLP inputs [ffn_n, n_embd], its fitted replicas kept
+    /* mlp_train: this block's MLP inputs [ffn_n, n_embd] (NULL with o_proj), its fitted replicas kept
      * for training (gate, up, down), and the training sums */
     float *ffn_x;
     float *ffn_y; /* mlp_train target block/model: the reference block's output, less (after the FFN_IN pass)
                      the residual after the quantized attention, or with o_proj the block's input */
-    float *ffn_z; /* o_proj: the output projection's inputs [ffn_n, n_head * head_dim] */
+    float *ffn_z; /* o_proj: the output projection's inputs [z_n, n_head * head_dim] */
     int64_t ffn_n, z_n;
     unsigned collect; /* the hook points (bits) being collected in this pass */
     bool keep_mlp;
@@ -193,7 +193,7 @@ static int train_mlp(qstate *s, rq_fwd *f, rq_layer *L, int l, float *ref[3], co
         rq_mlp_reference(s->ffn_x, s->ffn_n, c->n_embd, c->n_ff, ref[0], ref[1], ref[2], rq_fwd_online_r4(f), y);
     }
     rq_mlp_tail tail = {&s->mlp[3], s->ffn_z, h0, L->ffn_norm, c->norm_eps, (int64_t)c->n_head * c->head_dim};
-    int rc = rq_mlp_train(o.o_proj ? NULL : s->ffn_x, s->ffn_n, c->n_embd, c->n_ff, y, rq_fwd_online_r4(f), m,
+    int rc = rq_mlp_train(s->ffn_x, o.o_proj ? s->z_n : s->ffn_n, c->n_embd, c->n_ff, y, rq_fwd_online_r4(f), m,
                           o.o_proj ? &tail : NULL, &o, &tr);
     if (y != s->ffn_y) free(y);
     if (rc) return rq_fail_ctx("blk.%d: training the MLP", l);
@@ -547,7 +547,8 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
             memcpy(xref, x, (size_t)nw * len * E * sizeof(float));
         }
         f = rq_fwd_new_cfg(c, len);
-        if (r->mlp_train_on) s.ffn_x = rq_malloc((size_t)nw * len * E * sizeof(float));
+        /* the MLP's inputs, or with o_proj (which recomputes them) the projection's */
+        if (r->mlp_train_on && !r->mlp_train.o_proj) s.ffn_x = rq_malloc((size_t)nw * len * E * sizeof(float));
         if (r->mlp_train_on && r->mlp_train.o_proj)
             s.ffn_z = rq_malloc((size_t)nw * len * c->n_head * c->head_dim * sizeof(float));
         if (r->mlp_train_on && r->mlp_train.target != RQ_MLP_TARGET_MLP)
@@ -579,7 +580,7 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
          * after the groups before it are quantized */
         float *src = r->calib_feed_ref ? xref : x;
         if (calibrate) {
-            s.keep_mlp = s.ffn_x != NULL && mlp_trained_in(&s, l);
+            s.keep_mlp = r->mlp_train_on && mlp_trained_in(&s, l);
             collect_inputs(&s, f, &L, l, src, nw, len, r->calib_true_seq ? 1u << RQ_HOOK_ATTN_IN : 0xfu);
             if (s.ffn_y) { /* the reference block's output, before anything in it is quantized */
                 const float *in = r->mlp_train.target == RQ_MLP_TARGET_MODEL ? xref : src;

@@ -65,6 +65,8 @@ static void random_tail(tail_data *d, int K, int64_t n, rq_rng *g) {
         d->o.a[i] = rq_fp32_to_fp16(0.2f + 0.2f * rq_rng_uniform(g));
     for (int64_t i = 0; i < K * D; i++)
         d->o.b[i] = rq_fp32_to_fp16(0.7f + 0.6f * rq_rng_uniform(g));
+    for (int k = 0; k < K; k++)
+        d->o.o[k] = 0.15f * (float)k;
     d->z = randv(n * D, 1.0f, g);
     d->h0 = randv(n * E, 1.0f, g);
     d->w = randv(E, 1.0f, g);
@@ -93,26 +95,26 @@ static void test_gradients(void) {
         int64_t n = 24;
         float *x = randv(n * E, 1.0f, &g), *y = randv(n * E, 0.5f, &g);
         tail_data td;
-        random_tail(&td, 2, n, &g);
+        random_tail(&td, rot ? 3 : 1, n, &g); /* o's K other than the MLP's 2 */
         const rq_mlp_tail *tp = tail ? &td.t : NULL;
         int nm = tail ? 4 : 3;
         rq_rep *all[4] = {&m[0], &m[1], &m[2], &td.o};
         float *a[4], *b[4], *ga[4], *gb[4];
         for (int j = 0; j < nm; j++) {
             const rq_rep *mj = all[j];
-            a[j] = rq_malloc((size_t)(2 * mj->rows) * sizeof(float));
-            b[j] = rq_malloc((size_t)(2 * mj->cols) * sizeof(float));
-            rq_fp16_to_fp32_n(mj->a, 2 * mj->rows, a[j]);
-            rq_fp16_to_fp32_n(mj->b, 2 * mj->cols, b[j]);
-            ga[j] = rq_calloc((size_t)(2 * mj->rows), sizeof(float));
-            gb[j] = rq_calloc((size_t)(2 * mj->cols), sizeof(float));
+            a[j] = rq_malloc((size_t)(mj->K * mj->rows) * sizeof(float));
+            b[j] = rq_malloc((size_t)(mj->K * mj->cols) * sizeof(float));
+            rq_fp16_to_fp32_n(mj->a, mj->K * mj->rows, a[j]);
+            rq_fp16_to_fp32_n(mj->b, mj->K * mj->cols, b[j]);
+            ga[j] = rq_calloc((size_t)(mj->K * mj->rows), sizeof(float));
+            gb[j] = rq_calloc((size_t)(mj->K * mj->cols), sizeof(float));
         }
         double l0 = rq_mlp_loss_grad(x, n, E, F, y, r4, mp, tp, a, b, ga, gb);
         REQUIRE(isfinite(l0) && l0 > 0);
         for (int j = 0; j < nm; j++)
             for (int which = 0; which < 2; which++) {
                 float *v = which ? b[j] : a[j], *gv = which ? gb[j] : ga[j];
-                int64_t nv = 2 * (which ? all[j]->cols : all[j]->rows);
+                int64_t nv = all[j]->K * (which ? all[j]->cols : all[j]->rows);
                 for (int64_t i = 0; i < nv; i++) {
                     float keep = v[i], h = 1e-2f * fabsf(keep);
                     v[i] = keep + h;

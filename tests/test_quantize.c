@@ -553,10 +553,68 @@ static void test_reference_stream(void) {
     unlink(src_path);
 }
 
+/* The trained blocks' held-out error recomputed from the written file, as
+ * mlp_train measures it with o_proj: per block, ||file block(x_q) - source
+ * block(x_r)||^2 over ||source block(x_r) - x_q||^2 on the last holdout fraction
+ * of the calibration tokens, x_q the file's own stream of block inputs and x_r the
+ * source's (model target) or x_q (block target); the mean over blocks. */
+static double file_heldout_error(const char *qpath, bool model_target, double holdout) {
+    rq_model *a = NULL, *b = NULL;
+    if (rq_model_load(src_path, &a) || rq_model_load(qpath, &b)) {
+        rq_model_free(a);
+        return NAN;
+    }
+    rq_calib c = tiny_calib();
+    const int E = a->cfg.n_embd, len = c.len;
+    const int64_t nt = (int64_t)c.n * len, n_tr = nt - (int64_t)((double)nt * holdout);
+    size_t sz = (size_t)nt * E * sizeof(float);
+    float *xr = rq_malloc(sz), *xq = rq_malloc(sz), *yr = rq_malloc(sz), *yq = rq_malloc(sz);
+    for (int64_t t = 0; t < nt; t++) {
+        memcpy(xr + t * E, a->tok_embd + (size_t)c.tokens[t] * E, (size_t)E * sizeof(float));
+        memcpy(xq + t * E, b->tok_embd + (size_t)c.tokens[t] * E, (size_t)E * sizeof(float));
+    }
+    rq_fwd *fa = rq_fwd_new(a, len), *fb = rq_fwd_new(b, len);
+    double sum = 0;
+    for (int l = 0; l < a->cfg.n_layer; l++) {
+        memcpy(yr, model_target ? xr : xq, sz);
+        memcpy(yq, xq, sz);
+        for (int w = 0; w < c.n; w++) {
+            rq_fwd_layer(fa, &a->layers[l], l, yr + (size_t)w * len * E, len, NULL, NULL);
+            rq_fwd_layer(fb, &b->layers[l], l, yq + (size_t)w * len * E, len, NULL, NULL);
+        }
+        double num = 0, den = 0;
+        for (int64_t i = n_tr * E; i < nt * E; i++) {
+            num += ((double)yq[i] - yr[i]) * ((double)yq[i] - yr[i]);
+            den += ((double)yr[i] - xq[i]) * ((double)yr[i] - xq[i]);
+        }
+        sum += num / den;
+        if (model_target) {
+            float *t = xr;
+            xr = yr;
+            yr = t;
+        }
+        float *t = xq;
+        xq = yq;
+        yq = t;
+    }
+    rq_fwd_free(fa);
+    rq_fwd_free(fb);
+    free(xr);
+    free(xq);
+    free(yr);
+    free(yq);
+    int nl = a->cfg.n_layer;
+    rq_model_free(a);
+    rq_model_free(b);
+    return sum / nl;
+}
+
 /* mlp_train.o_proj: attn_output's factors trained with the MLP's towards the
  * block's output. Untrained (0 steps) it stores what the MLP-only training
- * stores; trained it changes attn_output and not q; deterministic; refused with
- * the MLP target or an unreplicated attn_output. */
+ * stores; trained, the written blocks reproduce the training's held-out error on
+ * their own stream (so the trained projection is what the stream moved on with,
+ * and the target was right), attn_output changes and q does not; deterministic;
+ * refused with the MLP target or an unreplicated attn_output. */
 static void test_o_proj(void) {
     REQUIRE(write_src("qwen2") == 0);
     const char *sfx[7] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
@@ -575,10 +633,18 @@ static void test_o_proj(void) {
             CHECKF(same_tensor(out_path, out2_path, nm), "0 steps: %s differs", nm);
         }
     r.mlp_train.steps = 20;
-    REQUIRE(quantize(&r, out_path, &rep) == 0);
-    printf("  o_proj: held-out error %.5f -> %.5f\n", rep.mlp_val_start_mean, rep.mlp_val_best_mean);
-    CHECKF(rep.mlp_trained == 2 && rep.mlp_val_best_mean < rep.mlp_val_start_mean, "%.6f -> %.6f",
-           rep.mlp_val_start_mean, rep.mlp_val_best_mean);
+    for (int t = RQ_MLP_TARGET_BLOCK; t <= RQ_MLP_TARGET_MODEL; t++) {
+        r.mlp_train.target = (rq_mlp_target)t;
+        REQUIRE(quantize(&r, out_path, &rep) == 0);
+        double e = file_heldout_error(out_path, t == RQ_MLP_TARGET_MODEL, r.mlp_train.holdout);
+        printf("  o_proj, target %d: held-out error %.5f -> %.5f, from the file %.5f\n", t, rep.mlp_val_start_mean,
+               rep.mlp_val_best_mean, e);
+        CHECKF(rep.mlp_trained == 2 && rep.mlp_val_best_mean < rep.mlp_val_start_mean, "%.6f -> %.6f",
+               rep.mlp_val_start_mean, rep.mlp_val_best_mean);
+        /* the file's blocks, on its own stream, do what the training measured */
+        CHECKF(fabs(e - rep.mlp_val_best_mean) <= 1e-4 * rep.mlp_val_best_mean, "target %d: file %.9g, training %.9g",
+               t, e, rep.mlp_val_best_mean);
+    }
     CHECK(isfinite(logit_gap(out_path)));
     CHECK(same_tensor(out_path, out2_path, "blk.0.attn_q.weight"));
     CHECK(!same_tensor(out_path, out2_path, "blk.0.attn_output.weight"));
