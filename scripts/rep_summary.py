@@ -55,7 +55,7 @@ for qdir, res in zip(args[::2], args[1::2]):
     rot = "RH" if "-rh-" in tag else "RO" if "-ro-" in tag else "DFRot" if "-dfrot-" in tag else "none"
     for label, r in rows.items():
         m = re.match(r"(rep-w(?P<rb>\d)-(k(?P<k>\d+)(?P<var>-rows|-i\d+|-mt|-mlp)?|adapt[\w-]*)|gptq-w(?P<gb>\d)pc-sym)"
-                     r"(?P<ts>-ts)?(?P<tgt>-block|-model)?(?P<ext>-lite|-oproj)?(?P<n>\.n\d+)?$", label)
+                     r"(?P<ts>-ts)?(?P<tgt>-block|-model)?(?P<ext>-lite|-nofit|-oproj)?(?P<n>\.n\d+)?$", label)
         if not m:
             continue
         ts = m.group("ts") or ""
@@ -66,6 +66,7 @@ for qdir, res in zip(args[::2], args[1::2]):
             k = int(m.group("k")) if m.group("k") else -1
             target = {"-block": ", block target", "-model": ", model target"}.get(m.group("tgt"), "")
             target += {"-lite": ", lite: 1 alternation, 30 steps of 256",
+                       "-nofit": ", no alternation, 30 steps of 256",
                        "-oproj": ", with attn_output"}.get(m.group("ext"), "")
             var = {"-rows": " (row factors only)", "-mt": f" (MLP: summed, trained{target})",
                    "-mlp": f" (MLP: paths, trained{target})", None: ""}.get(m.group("var"),
@@ -106,7 +107,7 @@ for qdir, res in zip(args[::2], args[1::2]):
     rows = load_rows(res)
     for label in rows:
         t = re.match(r"gptq-w(\d)pc-sym-ts(\.n\d+)?$", label)  # true-sequential against the default
-        m = re.match(r"rep-w(\d)-k(\d+)-(mt|mlp)(-ts)?(-block|-model)?(-lite|-oproj)?(\.n\d+)?$", label)
+        m = re.match(r"rep-w(\d)-k(\d+)-(mt|mlp)(-ts)?(-block|-model)?(-lite|-nofit|-oproj)?(\.n\d+)?$", label)
         if t:
             others = [f"gptq-w{t.group(1)}pc-sym{t.group(2) or ''}"]
         elif not m:

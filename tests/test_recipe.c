@@ -381,6 +381,13 @@ static void test_recipe_files(void) {
             CHECKF(r.base.rep.iters == 1 && gate.rep.iters == 1 && r.mlp_train.steps == 30 && r.mlp_train.batch == 256,
                    "%s: iters %d, steps %d, batch %d", e->d_name, gate.rep.iters, r.mlp_train.steps, r.mlp_train.batch);
         }
+        /* -nofit: no alternation (per-row GPTQ's codes and scales, column factors 1), then the lite training */
+        if (strstr(r.name, "-nofit")) {
+            rq_tensor_recipe gate;
+            rq_recipe_for_tensor(&r, "blk.0.ffn_gate.weight", &gate);
+            CHECKF(r.base.rep.iters == 0 && gate.rep.iters == 0 && r.mlp_train.steps == 30 && r.mlp_train.batch == 256,
+                   "%s: iters %d, steps %d, batch %d", e->d_name, gate.rep.iters, r.mlp_train.steps, r.mlp_train.batch);
+        }
         /* -oproj: attn_output's factors trained with the MLP's */
         CHECKF(r.mlp_train.o_proj == (strstr(r.name, "-oproj") != NULL), "%s: o_proj %d", e->d_name,
                r.mlp_train.o_proj);
@@ -413,7 +420,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 48, "%d recipe files", n);
+    CHECKF(n == 49, "%d recipe files", n);
 }
 
 int main(void) {
