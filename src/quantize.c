@@ -95,22 +95,24 @@ static rq_linear *layer_linear(rq_layer *L, int i) {
     return t[i];
 }
 
+#define LINEAR_O 3  /* block_linears[3]: attn_output */
 #define MLP_FIRST 4 /* block_linears[4..6]: ffn_gate, ffn_up, ffn_down */
 
-/* Index 0..2 of an MLP matrix name (blk.N.ffn_gate/up/down.weight), else -1. */
-static int mlp_index(const char *name) {
+/* Index into block_linears of a block linear's name (blk.N.<suffix>.weight), else -1. */
+static int linear_index(const char *name) {
     if (!rq_is_block_linear(name)) return -1;
     const char *sfx = strchr(strchr(name, '.') + 1, '.') + 1; /* past "blk.N." */
-    for (int j = 0; j < 3; j++) {
-        size_t m = strlen(block_linears[MLP_FIRST + j].suffix);
-        if (!strncmp(sfx, block_linears[MLP_FIRST + j].suffix, m) && !strcmp(sfx + m, ".weight")) return j;
+    for (int i = 0; i < 7; i++) {
+        size_t m = strlen(block_linears[i].suffix);
+        if (!strncmp(sfx, block_linears[i].suffix, m) && !strcmp(sfx + m, ".weight")) return i;
     }
     return -1;
 }
 
-static bool is_o_proj(const char *name) {
-    const char *p = strstr(name, ".attn_output.weight");
-    return rq_is_block_linear(name) && p && !p[19];
+/* Index 0..2 of an MLP matrix name (blk.N.ffn_gate/up/down.weight), else -1. */
+static int mlp_index(const char *name) {
+    int i = linear_index(name);
+    return i >= MLP_FIRST ? i - MLP_FIRST : -1;
 }
 
 /* Whether mlp_train trains blk.l's MLP: check_mlp_recipe lets a block's three MLP
@@ -151,7 +153,7 @@ static int replicate_tensor(qstate *s, const char *name, const rq_tensor_recipe 
     s->err_sum += rel;
     s->err_n++;
     int j = mlp_index(name);
-    if (s->keep_mlp && s->r->mlp_train.o_proj && is_o_proj(name)) j = 3;
+    if (s->keep_mlp && s->r->mlp_train.o_proj && linear_index(name) == LINEAR_O) j = 3;
     bool keep = s->keep_mlp && j >= 0; /* trained with the block's other MLP matrices, stored then */
     if (!keep && store_rep(s, name, &t)) {
         rq_rep_free(&t);
@@ -215,7 +217,7 @@ static int train_mlp(qstate *s, rq_fwd *f, rq_layer *L, int l, float *ref[3], co
     }
     if (o.o_proj) {
         char name[96];
-        snprintf(name, sizeof name, "blk.%d.attn_output.weight", l);
+        snprintf(name, sizeof name, "blk.%d.%s.weight", l, block_linears[LINEAR_O].suffix);
         if (store_rep(s, name, &s->mlp[3])) return -1;
         rq_rep_dequant(&s->mlp[3], L->o.w);
     }
@@ -385,7 +387,7 @@ static int check_mlp_recipe(const qstate *s) {
                            "to \"block\" or \"model\"");
         if (r->mlp_train_on && r->mlp_train.o_proj && n_keep < 3) {
             char on[96];
-            snprintf(on, sizeof on, "blk.%d.attn_output.weight", l);
+            snprintf(on, sizeof on, "blk.%d.%s.weight", l, block_linears[LINEAR_O].suffix);
             rq_tensor_recipe ot;
             rq_recipe_for_tensor(r, on, &ot);
             if (ot.method == RQ_METHOD_KEEP || ot.rep.K < 1 || ot.rep.combine != RQ_REP_COMBINE_LINEAR)
