@@ -145,7 +145,7 @@ int main(int argc, char **argv) {
                 }
                 rq_rep_dequant(&t, what);
                 if (metric != 2) unrotate(Q, what);
-                rq_rep_bits b = rq_rep_bits_of(2, K, M_, N_);
+                rq_rep_bits b = rq_rep_bits_of(2, K, M_, N_, false);
                 char name[128];
                 snprintf(name, sizeof name, "%s, rank-%d factors%s (K=%d)",
                          metric == 0   ? "Hadamard + RTN fit (MSE)"

@@ -54,7 +54,7 @@ for qdir, res in zip(args[::2], args[1::2]):
     tag = os.path.basename(qdir.rstrip("/"))
     rot = "RH" if "-rh-" in tag else "RO" if "-ro-" in tag else "DFRot" if "-dfrot-" in tag else "none"
     for label, r in rows.items():
-        m = re.match(r"(rep-w(?P<rb>\d)-(k(?P<k>\d+)(?P<var>-rows|-i\d+|-mt|-mlp)?|adapt[\w-]*)|gptq-w(?P<gb>\d)pc-sym)"
+        m = re.match(r"(rep-w(?P<rb>\d)-(k(?P<k>\d+)(?P<var>-rows|-i\d+|-mt|-mlp|-rot)?|adapt[\w-]*)|gptq-w(?P<gb>\d)pc-sym)"
                      r"(?P<ts>-ts)?(?P<tgt>-block|-model)?(?P<ext>-lite|-nofit|-oproj)?(?P<n>\.n\d+)?$", label)
         if not m:
             continue
@@ -68,7 +68,8 @@ for qdir, res in zip(args[::2], args[1::2]):
             target += {"-lite": ", lite: 1 alternation, 30 steps of 256",
                        "-nofit": ", no alternation, 30 steps of 256",
                        "-oproj": ", with attn_output"}.get(m.group("ext"), "")
-            var = {"-rows": " (row factors only)", "-mt": f" (MLP: summed, trained{target})",
+            var = {"-rows": " (row factors only)", "-rot": " (rotation ensemble)",
+                   "-mt": f" (MLP: summed, trained{target})",
                    "-mlp": f" (MLP: paths, trained{target})", None: ""}.get(m.group("var"),
                                                                           f" ({(m.group('var') or '')[2:]} rounds)")
             name = f"{k}{var}" if k > 0 else "adaptive"
@@ -107,9 +108,12 @@ for qdir, res in zip(args[::2], args[1::2]):
     rows = load_rows(res)
     for label in rows:
         t = re.match(r"gptq-w(\d)pc-sym-ts(\.n\d+)?$", label)  # true-sequential against the default
+        rot = re.match(r"rep-w(\d)-k(\d+)-rot(\.n\d+)?$", label)  # a rotation ensemble against factor replicas
         m = re.match(r"rep-w(\d)-k(\d+)-(mt|mlp)(-ts)?(-block|-model)?(-lite|-nofit|-oproj)?(\.n\d+)?$", label)
         if t:
             others = [f"gptq-w{t.group(1)}pc-sym{t.group(2) or ''}"]
+        elif rot:
+            others = [f"rep-w{rot.group(1)}-k{rot.group(2)}{rot.group(3) or ''}"]
         elif not m:
             continue
         else:

@@ -4,7 +4,7 @@
 # adaptive-K recipe from the W1 runs' per-tensor logs (scripts/rep_adaptive.py, 2x
 # compute), W2 without rotation, K=1 vs K=2 at 4x the calibration tokens, and the
 # trained MLPs (mlp_train: K=1, K=2 summed, K=2 paths), true-sequential rows and the
-# block / model training targets; then the table
+# block / model training targets, rotation ensembles; then the table
 # (scripts/rep_summary.py). llamacpp protocol only, CHUNKS chunks of 512.
 #   REPLIQ_DATA=../shared/data scripts/rep_table.sh [MODEL] [CHUNKS]
 # About 5 hours on 2 cores for SmolLM2 at 40 chunks. Files already in the cache are reused.
@@ -36,7 +36,10 @@ scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/gptq-w2pc-sym-ts.json recip
     recipes/rep-w2-k1-mt-ts-block.json recipes/rep-w2-k1-mt-ts-model.json
 # the model target at W1 and without rotation; its lite form (as run on Qwen) and with attn_output trained too
 scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/gptq-w1pc-sym-ts.json recipes/rep-w1-k1-mt-ts-model.json \
-    recipes/rep-w2-k1-mt-ts-model-lite.json recipes/rep-w2-k1-mt-ts-model-oproj.json
+    recipes/rep-w2-k1-mt-ts-model-lite.json recipes/rep-w2-k1-mt-ts-model-oproj.json \
+    recipes/rep-w2-k1-mt-ts-model-nofit.json
 scripts/rot_table.sh "$model" "$chunks" 5 none recipes/gptq-w2pc-sym-ts.json recipes/rep-w2-k1-mt-ts-model.json
+# rotation ensembles: replicas k >= 1 reading the input through their own Hadamard transform
+scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/rep-w2-k2-rot.json recipes/rep-w2-k4-rot.json
 python3 scripts/rep_summary.py "$q" "results/quant-$model-rh-s${ROT_SEED:-0}-l$chunks-g5.jsonl" \
     "$cache/quant/$model" "results/quant-$model-l$chunks-g5.jsonl"

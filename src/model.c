@@ -191,7 +191,7 @@ static int mlp_rep_header(const rq_gguf *g, const char *blk, int j, rq_rep *h) {
     const rq_gguf_tensor *t = rq_gguf_tensor_find(g, key);
     memset(h, 0, sizeof *h);
     if (!t || t->type != RQ_GGML_RQ_PACKED || !rq_rep_is_blob(t->data, t->nbytes)) return 0;
-    if (rq_rep_peek(t->data, t->nbytes, h, NULL)) return rq_fail_ctx("%s: tensor '%s'", g->path, key);
+    if (rq_rep_peek(t->data, t->nbytes, h, NULL, NULL)) return rq_fail_ctx("%s: tensor '%s'", g->path, key);
     return 0;
 }
 

@@ -365,7 +365,7 @@ int rq_qformat_peek(const void *src, size_t n, rq_qtensor *hdr_only, int *id, in
     memset(hdr_only, 0, sizeof *hdr_only);
     if (rq_rep_is_blob(src, n)) { /* a replicated layer (replica.h): shape and bits only */
         rq_rep r;
-        if (rq_rep_peek(src, n, &r, version)) return -1;
+        if (rq_rep_peek(src, n, &r, version, NULL)) return -1;
         hdr_only->grid = rq_grid_default();
         hdr_only->grid.bits = r.bits;
         hdr_only->grid.sym = true;

@@ -77,7 +77,7 @@ static const char *method_name(rq_method m) {
 static int store_rep(qstate *s, const char *name, const rq_rep *t) {
     out_tensor *ot = &s->out[rq_gguf_tensor_find(s->g, name) - s->g->tensors];
     free(ot->blob);
-    ot->blob_len = rq_rep_size(t->bits, t->K, t->rows, t->cols);
+    ot->blob_len = rq_rep_size(t->bits, t->K, t->rows, t->cols, rq_rep_rotated(t));
     ot->blob = rq_malloc(ot->blob_len);
     if (rq_rep_pack(t, ot->blob)) return rq_fail_ctx("packing '%s'", name);
     return 0;
@@ -159,7 +159,7 @@ static int replicate_tensor(qstate *s, const char *name, const rq_tensor_recipe 
         rq_rep_free(&t);
         return -1;
     }
-    size_t blob_len = rq_rep_size(t.bits, t.K, rows, cols);
+    size_t blob_len = rq_rep_size(t.bits, t.K, rows, cols, rq_rep_rotated(&t));
     if (s->verbose) {
         int kept = 0;
         for (int i = 1; i < trace.n; i++)
@@ -390,12 +390,18 @@ static int check_mlp_recipe(const qstate *s) {
             snprintf(on, sizeof on, "blk.%d.%s.weight", l, block_linears[LINEAR_O].suffix);
             rq_tensor_recipe ot;
             rq_recipe_for_tensor(r, on, &ot);
-            if (ot.method == RQ_METHOD_KEEP || ot.rep.K < 1 || ot.rep.combine != RQ_REP_COMBINE_LINEAR)
+            if (ot.method == RQ_METHOD_KEEP || ot.rep.K < 1 || ot.rep.combine != RQ_REP_COMBINE_LINEAR ||
+                ot.rep.vary_rot)
                 return rq_fail("%s: \"mlp_train\": {\"o_proj\": true} trains this matrix's replica factors with "
                                "the block's MLP, so it must be replicated (\"replicate\": {\"k\": 1} or more, "
-                               "\"combine\": \"linear\")",
+                               "\"combine\": \"linear\", no \"rotation\")",
                                on);
         }
+        for (int j = 0; r->mlp_train_on && n_keep < 3 && j < 3; j++)
+            if (t[j].rep.vary_rot)
+                return rq_fail("%s: \"mlp_train\" trains row and column factors in the layer's own basis; replicas "
+                               "with \"rotation\" in \"vary\" are not trained (remove one of the two)",
+                               nm[j]);
         if (r->mlp_train_on && !same && n_keep < 3)
             return rq_fail("\"mlp_train\" trains each block's replicated MLP, but blk.%d's ffn_gate, ffn_up and "
                            "ffn_down are neither all replicated with one k nor all kept; set \"replicate\" on the "

@@ -210,7 +210,7 @@ static int parse_replicate(const char *src, const char *key, const cJSON *obj, r
         } else if (!strcmp(j->string, "vary")) {
             if (!cJSON_IsArray(j))
                 return rq_fail("%s: '%s' must be an array of strings, got %s", src, k2, type_name(j));
-            o->vary_out = o->vary_in = o->vary_offset = false;
+            o->vary_out = o->vary_in = o->vary_offset = o->vary_rot = false;
             for (const cJSON *v = j->child; v; v = v->next) {
                 const char *n = cJSON_IsString(v) ? v->valuestring : "";
                 if (!strcmp(n, "out"))
@@ -219,11 +219,14 @@ static int parse_replicate(const char *src, const char *key, const cJSON *obj, r
                     o->vary_in = true;
                 else if (!strcmp(n, "offset"))
                     o->vary_offset = true;
+                else if (!strcmp(n, "rotation"))
+                    o->vary_rot = true;
                 else if (!strcmp(n, "scale"))
                     group_scales = true;
                 else
                     return rq_fail("%s: '%s' holds %s%s%s; each entry is \"out\" (per-row factors), \"in\" "
-                                   "(per-column factors), \"offset\" (grid offsets) or \"scale\" (group scales)",
+                                   "(per-column factors), \"offset\" (grid offsets), \"rotation\" (an input "
+                                   "rotation per replica) or \"scale\" (group scales)",
                                    src, k2, cJSON_IsString(v) ? "'" : "a ", cJSON_IsString(v) ? n : type_name(v),
                                    cJSON_IsString(v) ? "'" : "");
             }
@@ -707,7 +710,8 @@ static void sb_tensor(sbuf *b, const rq_tensor_recipe *t, uint32_t set, const ch
             const char *sep2 = "";
             if (p->vary_out) sb_printf(b, "%s\"out\"", sep2), sep2 = ", ";
             if (p->vary_in) sb_printf(b, "%s\"in\"", sep2), sep2 = ", ";
-            if (p->vary_offset) sb_printf(b, "%s\"offset\"", sep2);
+            if (p->vary_offset) sb_printf(b, "%s\"offset\"", sep2), sep2 = ", ";
+            if (p->vary_rot) sb_printf(b, "%s\"rotation\"", sep2);
             sb_printf(b, "], \"iters\": %d, \"spread\": ", p->iters);
             sb_float(b, p->init_spread);
             sb_printf(b, ", \"seed\": %llu, \"combine\": \"%s\"}", (unsigned long long)p->seed,

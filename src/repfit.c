@@ -49,8 +49,13 @@ int rq_rep_opts_check(const rq_rep_opts *o) {
         return rq_fail("replicate: \"combine\": \"mlp\" with spread 0: the %d paths start identical and training "
                        "keeps them identical (k times the compute of one decoder); set spread > 0",
                        o->K);
-    /* after the MLP's nonlinearity the paths do not sum to one decoder */
-    if (o->K > 1 && o->combine == RQ_REP_COMBINE_LINEAR && !(o->vary_out && o->vary_in))
+    if (o->vary_rot && (o->K < 2 || o->combine != RQ_REP_COMBINE_LINEAR || !o->vary_out))
+        return rq_fail("replicate: \"rotation\" needs k >= 2 (replica 0 keeps the layer's basis; k = %d), \"out\" in "
+                       "\"vary\" (the rotated replicas start at row factors 0) and \"combine\": \"linear\"",
+                       o->K);
+    /* after the MLP's nonlinearity the paths do not sum to one decoder, nor do
+     * replicas in different bases */
+    if (o->K > 1 && o->combine == RQ_REP_COMBINE_LINEAR && !o->vary_rot && !(o->vary_out && o->vary_in))
         return rq_fail("replicate: with k = %d the replicas differ only in their %s%s, so their sum is one decoder "
                        "(equivalent to k = 1 at %d times the compute); vary both \"out\" and \"in\" (a rank-k scale "
                        "matrix), or set k = 1",
@@ -316,7 +321,7 @@ static int c_step(fit *f, rq_gptq *h, const rq_gptq_opts *go, uint8_t *newq) {
 
 /* ---- driver ---- */
 
-static void record(rq_rep_trace *tr, char step, double J, bool kept) {
+void rq_rep_trace_add(rq_rep_trace *tr, char step, double J, bool kept) {
     if (!tr || tr->n >= RQ_REP_TRACE_MAX) return;
     tr->step[tr->n] = step;
     tr->J[tr->n] = J;
@@ -347,7 +352,7 @@ static void snap_load(rq_rep *t, const snapshot *s) {
 static double settle(fit *f, const snapshot *s, double J, char step, rq_rep_trace *tr) {
     double Jn = objective(f);
     bool keep = Jn <= J; /* NaN is not kept */
-    record(tr, step, Jn, keep);
+    rq_rep_trace_add(tr, step, Jn, keep);
     if (keep) return Jn;
     snap_load(f->t, s);
     return J;
@@ -358,6 +363,16 @@ int rq_rep_fit(rq_gptq *h, const float *w, int64_t rows, int64_t cols, const rq_
     memset(out, 0, sizeof *out);
     if (trace) memset(trace, 0, sizeof *trace);
     if (rq_rep_opts_check(o)) return rq_fail_ctx("replicated fit");
+    if (o->vary_rot) { /* the K = 1 fit, then the rotated replicas */
+        rq_rep_opts o1 = *o;
+        o1.K = 1;
+        o1.vary_rot = false;
+        rq_rep one;
+        if (rq_rep_fit(h, w, rows, cols, grid, gptq, &o1, &one, trace)) return -1;
+        int rc = rq_rep_extend_rotated(rq_gptq_hessian(h), w, &one, o->K, o->seed, o->iters, o->vary_in, out, trace);
+        rq_rep_free(&one);
+        return rc ? rq_fail_ctx("replicated fit") : 0;
+    }
     rq_grid g = *grid;
     g.sym = true;
     g.group = 0;
@@ -391,7 +406,7 @@ int rq_rep_fit(rq_gptq *h, const float *w, int64_t rows, int64_t cols, const rq_
     memset(f.what, 0, n * sizeof(float));
     double J0 = rq_layer_error(f.H, w, f.what, rows, cols);
     double J = objective(&f);
-    record(trace, 'i', J, true);
+    rq_rep_trace_add(trace, 'i', J, true);
     int rc = 0;
     for (int it = 0; it < o->iters && rc == 0; it++) {
         snap_save(t, &s);

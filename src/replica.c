@@ -4,9 +4,11 @@
 
 #include <lapacke.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "hadamard.h"
 #include "le.h"
 #include "qformat.h"
 #include "util.h"
@@ -23,6 +25,26 @@ void rq_rep_alloc(rq_rep *t, int bits, int K, int64_t rows, int64_t cols) {
     t->a = rq_calloc((size_t)(K * rows), sizeof *t->a);
     t->b = rq_calloc((size_t)(K * cols), sizeof *t->b);
     t->o = rq_calloc((size_t)K, sizeof *t->o);
+    t->rot_kind = rq_calloc((size_t)K, sizeof *t->rot_kind);
+    t->rot_seed = rq_calloc((size_t)K, sizeof *t->rot_seed);
+}
+
+bool rq_rep_rotated(const rq_rep *t) {
+    for (int k = 0; t->rot_kind && k < t->K; k++)
+        if (t->rot_kind[k] != RQ_REP_ROT_NONE) return true;
+    return false;
+}
+
+/* Replica k's input rotation U_k, NULL when it has none. Order cols >= 1 always
+ * has a transform (hadamard.h's fallback), so failure is a bug. */
+static rq_orth *replica_rot(const rq_rep *t, int k) {
+    if (!t->rot_kind || t->rot_kind[k] == RQ_REP_ROT_NONE) return NULL;
+    rq_orth *U = rq_orth_new(t->cols, RQ_ORTH_RH, t->rot_seed[k]);
+    if (!U) {
+        fprintf(stderr, "repliq: replicated tensor: no rotation of order %lld: %s\n", (long long)t->cols, rq_error());
+        abort();
+    }
+    return U;
 }
 
 void rq_rep_free(rq_rep *t) {
@@ -30,6 +52,8 @@ void rq_rep_free(rq_rep *t) {
     free(t->a);
     free(t->b);
     free(t->o);
+    free(t->rot_kind);
+    free(t->rot_seed);
     memset(t, 0, sizeof *t);
 }
 
@@ -48,7 +72,25 @@ static float pairwise(float *v, int n) {
 
 static float centre(int bits) { return (float)((1 << bits) - 1) * 0.5f; }
 
+/* With rotations: each replica's matrix in full, then the pairwise sums. */
+static void dequant_rotated(const rq_rep *t, float *out) {
+    const size_t n = (size_t)(t->rows * t->cols);
+    float *each = rq_malloc((size_t)t->K * n * sizeof *each), term[RQ_REP_MAX_K];
+    for (int k = 0; k < t->K; k++)
+        rq_rep_dequant_replica(t, k, each + (size_t)k * n);
+    for (size_t i = 0; i < n; i++) {
+        for (int k = 0; k < t->K; k++)
+            term[k] = each[(size_t)k * n + i];
+        out[i] = pairwise(term, t->K);
+    }
+    free(each);
+}
+
 void rq_rep_dequant(const rq_rep *t, float *out) {
+    if (rq_rep_rotated(t)) {
+        dequant_rotated(t, out);
+        return;
+    }
     const float m = centre(t->bits);
     float *a = rq_malloc((size_t)(t->K * t->rows) * sizeof *a), *b = rq_malloc((size_t)(t->K * t->cols) * sizeof *b);
     rq_fp16_to_fp32_n(t->a, t->K * t->rows, a);
@@ -75,6 +117,9 @@ void rq_rep_dequant_replica(const rq_rep *t, int k, float *out) {
             out[r * t->cols + c] = a * b[c] * ((float)t->q[r * t->cols + c] - m + t->o[k]);
     }
     free(b);
+    rq_orth *U = replica_rot(t, k);
+    if (U) rq_orth_apply_t(U, out, t->rows);
+    rq_orth_free(U);
 }
 
 void rq_rep_matvec(const rq_rep *t, const float *x, float *y) {
@@ -83,8 +128,12 @@ void rq_rep_matvec(const rq_rep *t, const float *x, float *y) {
     float *yk = rq_malloc((size_t)(t->K * t->rows) * sizeof *yk);
     for (int k = 0; k < t->K; k++) {
         double su = 0;
+        memcpy(u, x, (size_t)t->cols * sizeof *u);
+        rq_orth *U = replica_rot(t, k);
+        if (U) rq_orth_apply(U, u, 1); /* u = x U_k */
+        rq_orth_free(U);
         for (int64_t c = 0; c < t->cols; c++) {
-            u[c] = rq_fp16_to_fp32(t->b[k * t->cols + c]) * x[c];
+            u[c] *= rq_fp16_to_fp32(t->b[k * t->cols + c]);
             su += u[c];
         }
         for (int64_t r = 0; r < t->rows; r++) {
@@ -130,6 +179,9 @@ static bool rank1(const uint16_t *v, int K, int64_t n, double tol) {
 
 bool rq_rep_collapses(const rq_rep *t, double tol) {
     if (t->K == 1) return true;
+    for (int k = 1; t->rot_kind && k < t->K; k++)
+        if (t->rot_kind[k] != t->rot_kind[0] || (t->rot_kind[k] != RQ_REP_ROT_NONE && t->rot_seed[k] != t->rot_seed[0]))
+            return false; /* different rotations: a lattice, not one grid */
     return rank1(t->b, t->K, t->cols, tol) || rank1(t->a, t->K, t->rows, tol);
 }
 
@@ -137,15 +189,19 @@ bool rq_rep_collapses(const rq_rep *t, double tol) {
 
 static uint64_t row_bytes(int bits, int64_t cols) { return ((uint64_t)cols * (uint64_t)bits + 7) / 8; }
 
-size_t rq_rep_size(int bits, int K, int64_t rows, int64_t cols) {
-    return RQ_REP_HEADER + (size_t)rows * row_bytes(bits, cols) + (size_t)K * 2 * (size_t)(rows + cols) + (size_t)K * 4;
+/* the rotation arrays: K kinds padded to 8 bytes, then K seeds */
+static size_t rot_bytes(int K, bool rotated) { return rotated ? ((size_t)K + 7) / 8 * 8 + (size_t)K * 8 : 0; }
+
+size_t rq_rep_size(int bits, int K, int64_t rows, int64_t cols, bool rotated) {
+    return RQ_REP_HEADER + (size_t)rows * row_bytes(bits, cols) + (size_t)K * 2 * (size_t)(rows + cols) +
+           (size_t)K * 4 + rot_bytes(K, rotated);
 }
 
-rq_rep_bits rq_rep_bits_of(int bits, int K, int64_t rows, int64_t cols) {
+rq_rep_bits rq_rep_bits_of(int bits, int K, int64_t rows, int64_t cols, bool rotated) {
     rq_rep_bits b;
     b.n_weights = rows * cols;
     b.code_bits = 8 * (int64_t)((uint64_t)rows * row_bytes(bits, cols));
-    b.param_bits = 8 * ((int64_t)K * 2 * (rows + cols) + (int64_t)K * 4);
+    b.param_bits = 8 * ((int64_t)K * 2 * (rows + cols) + (int64_t)K * 4 + (int64_t)rot_bytes(K, rotated));
     b.header_bits = 8 * RQ_REP_HEADER;
     return b;
 }
@@ -182,15 +238,22 @@ static int check_payload(const rq_rep *t) {
                            (long long)(i / t->cols), (long long)(i % t->cols));
     for (int k = 0; k < t->K; k++)
         if (!isfinite(t->o[k])) return rq_fail("replicated tensor: replica %d's offset is not finite", k);
+    for (int k = 0; t->rot_kind && k < t->K; k++)
+        if (t->rot_kind[k] > RQ_REP_ROT_RH)
+            return rq_fail("replicated tensor: replica %d's rotation kind %d is unknown (this build knows 0, none, and "
+                           "1, a random Hadamard transform); written by a newer repliq?",
+                           k, t->rot_kind[k]);
     return 0;
 }
 
 int rq_rep_pack(const rq_rep *t, uint8_t *dst) {
     if (check(t) || check_payload(t)) return -1;
-    size_t n = rq_rep_size(t->bits, t->K, t->rows, t->cols);
+    const bool rotated = rq_rep_rotated(t);
+    size_t n = rq_rep_size(t->bits, t->K, t->rows, t->cols, rotated);
     memset(dst, 0, n);
     memcpy(dst, magic, 4);
-    rq_put_u16(dst + 4, RQ_REP_VERSION);
+    rq_put_u16(dst + 4, rotated ? 2 : 1);
+    dst[27] = rotated;
     rq_put_u64(dst + 8, (uint64_t)t->rows);
     rq_put_u64(dst + 16, (uint64_t)t->cols);
     dst[24] = (uint8_t)t->bits;
@@ -207,12 +270,18 @@ int rq_rep_pack(const rq_rep *t, uint8_t *dst) {
         rq_put_u16(p, t->b[i]);
     for (int k = 0; k < t->K; k++, p += 4)
         rq_put_u32(p, rq_f32_bits(t->o[k]));
+    if (rotated) {
+        memcpy(p, t->rot_kind, (size_t)t->K);
+        p += ((size_t)t->K + 7) / 8 * 8;
+        for (int k = 0; k < t->K; k++, p += 8)
+            rq_put_u64(p, t->rot_seed[k]);
+    }
     return 0;
 }
 
 bool rq_rep_is_blob(const void *src, size_t n) { return n >= 4 && !memcmp(src, magic, 4); }
 
-int rq_rep_peek(const uint8_t *p, size_t n, rq_rep *h, int *version) {
+int rq_rep_peek(const uint8_t *p, size_t n, rq_rep *h, int *version, bool *rotated) {
     memset(h, 0, sizeof *h);
     if (n < RQ_REP_HEADER)
         return rq_fail("replicated tensor: %zu bytes, shorter than its %d-byte header (truncated)", n, RQ_REP_HEADER);
@@ -223,27 +292,32 @@ int rq_rep_peek(const uint8_t *p, size_t n, rq_rep *h, int *version) {
         return rq_fail("replicated tensor: version %d %s (this build reads 1..%d)%s", v,
                        v < 1 ? "is invalid" : "is newer than this build reads", RQ_REP_VERSION,
                        v < 1 ? "; damaged" : "; upgrade repliq");
-    if (rq_get_u16(p + 6) || p[27] || rq_get_u32(p + 28))
+    if (rq_get_u16(p + 6) || (v < 2 && p[27]) || rq_get_u32(p + 28))
         return rq_fail("replicated tensor: reserved header fields are not 0; written by a newer repliq, or damaged");
+    if (p[27] > 1)
+        return rq_fail("replicated tensor: rotation flag %d is unknown (0 or 1); written by a newer repliq, or damaged",
+                       p[27]);
     h->rows = (int64_t)rq_get_u64(p + 8);
     h->cols = (int64_t)rq_get_u64(p + 16);
     h->bits = p[24];
     h->K = p[25];
     h->combine = p[26];
     if (check(h)) return -1;
-    size_t want = rq_rep_size(h->bits, h->K, h->rows, h->cols);
+    size_t want = rq_rep_size(h->bits, h->K, h->rows, h->cols, p[27] != 0);
     if (n != want)
         return rq_fail("replicated tensor [%lld, %lld] K=%d: %zu bytes, but its header implies %zu (%s)",
                        (long long)h->rows, (long long)h->cols, h->K, n, want,
                        n < want ? "truncated" : "trailing bytes");
     if (version) *version = v;
+    if (rotated) *rotated = p[27] != 0;
     return 0;
 }
 
 int rq_rep_unpack(const uint8_t *src, size_t n, rq_rep *out) {
     rq_rep h;
     memset(out, 0, sizeof *out);
-    if (rq_rep_peek(src, n, &h, NULL)) return -1;
+    bool rotated;
+    if (rq_rep_peek(src, n, &h, NULL, &rotated)) return -1;
     rq_rep_alloc(out, h.bits, h.K, h.rows, h.cols);
     out->combine = h.combine;
     const uint8_t *p = src + RQ_REP_HEADER;
@@ -260,6 +334,17 @@ int rq_rep_unpack(const uint8_t *src, size_t n, rq_rep *out) {
         out->b[i] = rq_get_u16(p);
     for (int k = 0; k < h.K; k++, p += 4)
         out->o[k] = rq_f32_from_bits(rq_get_u32(p));
+    if (rotated) {
+        memcpy(out->rot_kind, p, (size_t)h.K);
+        for (size_t i = (size_t)h.K; i < ((size_t)h.K + 7) / 8 * 8; i++)
+            if (p[i]) {
+                rq_rep_free(out);
+                return rq_fail("replicated tensor: padding after the rotation kinds is not 0; damaged");
+            }
+        p += ((size_t)h.K + 7) / 8 * 8;
+        for (int k = 0; k < h.K; k++, p += 8)
+            out->rot_seed[k] = rq_get_u64(p);
+    }
     if (check_payload(out)) {
         rq_rep_free(out);
         return -1;

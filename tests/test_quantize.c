@@ -294,7 +294,7 @@ static void test_replicated_file(void) {
                 REQUIRE(rq_gguf_open(out_path, &g) == 0);
                 const rq_gguf_tensor *t = rq_gguf_tensor_find(g, "blk.1.ffn_down.weight");
                 REQUIRE(t && t->type == RQ_GGML_RQ_PACKED && rq_rep_is_blob(t->data, t->nbytes));
-                rq_rep_bits b = rq_rep_bits_of(2, 4, 64, 100);
+                rq_rep_bits b = rq_rep_bits_of(2, 4, 64, 100, false);
                 CHECK((int64_t)t->nbytes * 8 == b.code_bits + b.param_bits + b.header_bits);
                 CHECK(b.param_bits == 8 * (2 * 4 * (64 + 100) + 16));
                 rq_gguf_close(g);
@@ -353,7 +353,7 @@ static void test_mlp_trained_file(void) {
         const rq_gguf_tensor *t = rq_gguf_tensor_find(g, "blk.1.ffn_up.weight");
         REQUIRE(t && rq_rep_is_blob(t->data, t->nbytes));
         rq_rep h;
-        REQUIRE(rq_rep_peek(t->data, t->nbytes, &h, NULL) == 0);
+        REQUIRE(rq_rep_peek(t->data, t->nbytes, &h, NULL, NULL) == 0);
         CHECK(h.K == (mode ? 2 : 1) && h.combine == (mode ? RQ_REP_COMBINE_MLP : RQ_REP_COMBINE_LINEAR));
         float *tmp = rq_malloc(100 * 64 * sizeof(float));
         if (mode)
@@ -434,6 +434,52 @@ static void train_k1_recipe(rq_recipe *r, int steps) {
     r->mlp_train.steps = steps;
     r->mlp_train.batch = 32;
     r->mlp_train.eval_every = 5;
+}
+
+/* A rotation ensemble in a file: the blobs are version 2 with their rotations, the
+ * file evaluates, loads as the sum of its rotated replicas (the layer error the
+ * report gives is below the K = 1 fit's), and the same seed gives the same bytes;
+ * training replicas in their own bases is refused. */
+static void test_rotated_file(void) {
+    REQUIRE(write_src("llama") == 0);
+    double err[2];
+    for (int i = 0; i < 2; i++) {
+        rq_recipe r;
+        w2_per_row_recipe(&r);
+        r.base.gptq.act_order = true;
+        r.base.rep = rq_rep_opts_default();
+        r.base.rep.K = i ? 2 : 1;
+        r.base.rep.vary_rot = i == 1;
+        rq_quant_report rep;
+        REQUIRE(quantize(&r, out_path, &rep) == 0);
+        err[i] = rep.rel_err_mean;
+        CHECK(isfinite(logit_gap(out_path)));
+        if (i == 1) {
+            rq_gguf *g;
+            REQUIRE(rq_gguf_open(out_path, &g) == 0);
+            const rq_gguf_tensor *t = rq_gguf_tensor_find(g, "blk.1.ffn_down.weight");
+            REQUIRE(t && rq_rep_is_blob(t->data, t->nbytes));
+            const uint8_t *p = t->data;
+            CHECK(p[4] == 2 && p[27] == 1 && t->nbytes == rq_rep_size(2, 2, 64, 100, true));
+            rq_rep u;
+            REQUIRE(rq_rep_unpack(t->data, t->nbytes, &u) == 0);
+            CHECK(u.rot_kind[0] == RQ_REP_ROT_NONE && u.rot_kind[1] == RQ_REP_ROT_RH);
+            rq_rep_free(&u);
+            rq_gguf_close(g);
+            REQUIRE(quantize(&r, out2_path, &rep) == 0);
+            CHECK(same_bytes(out_path, out2_path));
+            train_k1_recipe(&r, 5);
+            r.base.rep.K = 2;
+            r.base.rep.vary_rot = true;
+            CHECKF(quantize(&r, out2_path, &rep) != 0 && strstr(rq_error(), "\"rotation\""), "%s", rq_error());
+        }
+        rq_recipe_free(&r);
+    }
+    CHECKF(err[1] < err[0], "rotated K=2 layer error %.5f not below K=1 %.5f", err[1], err[0]);
+    printf("  mean relative layer error: K=1 fit %.5f, K=1 + 1 rotated replica %.5f\n", err[0], err[1]);
+    unlink(out_path);
+    unlink(out2_path);
+    unlink(src_path);
 }
 
 /* calib.true_sequential: each group of a block's linears is quantized on inputs
@@ -696,6 +742,7 @@ int main(void) {
     RUN(test_gptq_beats_rtn);
     RUN(test_embeddings_override);
     RUN(test_replicated_file);
+    RUN(test_rotated_file);
     RUN(test_mlp_trained_file);
     RUN(test_true_sequential);
     RUN(test_reference_stream);

@@ -391,6 +391,9 @@ static void test_recipe_files(void) {
         /* -oproj: attn_output's factors trained with the MLP's */
         CHECKF(r.mlp_train.o_proj == (strstr(r.name, "-oproj") != NULL), "%s: o_proj %d", e->d_name,
                r.mlp_train.o_proj);
+        /* -rot: replicas k >= 1 in their own input basis (a rotation ensemble) */
+        CHECKF(r.base.rep.vary_rot == (strstr(r.name, "-rot") != NULL), "%s: rotation %d", e->d_name,
+               r.base.rep.vary_rot);
         /* -ts: GPTQ's true-sequential input collection */
         CHECKF(r.calib_true_seq == (strstr(r.name, "-ts") != NULL), "%s: true_sequential %d", e->d_name,
                r.calib_true_seq);
@@ -420,7 +423,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 49, "%d recipe files", n);
+    CHECKF(n == 51, "%d recipe files", n);
 }
 
 int main(void) {

@@ -1,9 +1,12 @@
 /* test_replica.c - the replicated layer: packed round trip and refusals, K equal
  * replicas reproduce K = 1, the collapse rule, the replicated product equals the
- * sum of the K dequantized products, and the fit never raises its objective. */
+ * sum of the K dequantized products, and the fit never raises its objective; the
+ * same for rotation ensembles (replicas reading the input through their own
+ * Hadamard transform). */
 #include <math.h>
 #include <stdint.h>
 
+#include "hadamard.h"
 #include "qformat.h"
 #include "quant.h"
 #include "repfit.h"
@@ -31,7 +34,16 @@ static void random_rep(rq_rep *t, int bits, int K, int64_t rows, int64_t cols, u
 static int same_rep(const rq_rep *x, const rq_rep *y) {
     return x->bits == y->bits && x->K == y->K && x->combine == y->combine && x->rows == y->rows && x->cols == y->cols &&
            !memcmp(x->q, y->q, (size_t)(x->rows * x->cols)) && !memcmp(x->a, y->a, (size_t)(x->K * x->rows) * 2) &&
-           !memcmp(x->b, y->b, (size_t)(x->K * x->cols) * 2) && !memcmp(x->o, y->o, (size_t)x->K * 4);
+           !memcmp(x->b, y->b, (size_t)(x->K * x->cols) * 2) && !memcmp(x->o, y->o, (size_t)x->K * 4) &&
+           !memcmp(x->rot_kind, y->rot_kind, (size_t)x->K) && !memcmp(x->rot_seed, y->rot_seed, (size_t)x->K * 8);
+}
+
+/* replicas 1, 3, 5, ... of t read their input through RH rotations (seeds 100 + k) */
+static void rotate_odd(rq_rep *t) {
+    for (int k = 1; k < t->K; k += 2) {
+        t->rot_kind[k] = RQ_REP_ROT_RH;
+        t->rot_seed[k] = 100 + (uint64_t)k;
+    }
 }
 
 /* every bit width, several K, odd shapes: pack/unpack is exact, the size is what
@@ -45,8 +57,8 @@ static void test_roundtrip(void) {
                 int64_t R = shapes[si][0], C = shapes[si][1];
                 rq_rep t, u;
                 random_rep(&t, bits, Ks[ki], R, C, (uint64_t)(bits * 100 + si * 10 + ki));
-                size_t n = rq_rep_size(bits, Ks[ki], R, C);
-                rq_rep_bits b = rq_rep_bits_of(bits, Ks[ki], R, C);
+                size_t n = rq_rep_size(bits, Ks[ki], R, C, false);
+                rq_rep_bits b = rq_rep_bits_of(bits, Ks[ki], R, C, false);
                 CHECK(b.code_bits + b.param_bits + b.header_bits == (int64_t)(8 * n));
                 CHECK(b.code_bits == 8 * R * ((C * bits + 7) / 8));
                 CHECK(b.param_bits == 8 * (2 * Ks[ki] * (R + C) + 4 * Ks[ki]));
@@ -72,13 +84,17 @@ static void test_roundtrip(void) {
 static void test_refusals(void) {
     rq_rep t, u;
     random_rep(&t, 2, 3, 4, 9, 7);
-    size_t n = rq_rep_size(2, 3, 4, 9);
+    size_t n = rq_rep_size(2, 3, 4, 9, false);
     uint8_t *b = rq_malloc(n + 1);
     REQUIRE(rq_rep_pack(&t, b) == 0);
     CHECK(rq_rep_unpack(b, n - 1, &u) == -1 && strstr(rq_error(), "truncated"));
     CHECK(rq_rep_unpack(b, n + 1, &u) == -1 && strstr(rq_error(), "trailing"));
-    b[4] = 2; /* version 2 */
+    b[4] = 3; /* version 3 */
     CHECK(rq_rep_unpack(b, n, &u) == -1 && strstr(rq_error(), "newer") && strstr(rq_error(), "upgrade"));
+    b[4] = 2; /* version 2 without rotations reads as version 1 */
+    REQUIRE(rq_rep_unpack(b, n, &u) == 0);
+    CHECK(same_rep(&t, &u));
+    rq_rep_free(&u);
     b[4] = 1;
     b[26] = 2; /* combination rule 2 */
     CHECK(rq_rep_unpack(b, n, &u) == -1 && strstr(rq_error(), "combination rule 2"));
@@ -241,7 +257,7 @@ static void test_mlp_paths(void) {
         rq_rep t, u;
         random_rep(&t, bits, 2, 5, 13, 40 + (uint64_t)bits);
         t.combine = RQ_REP_COMBINE_MLP;
-        size_t n = rq_rep_size(bits, 2, 5, 13);
+        size_t n = rq_rep_size(bits, 2, 5, 13, false);
         uint8_t *b = rq_malloc(n);
         REQUIRE(rq_rep_pack(&t, b) == 0);
         REQUIRE(rq_rep_unpack(b, n, &u) == 0);
@@ -257,6 +273,22 @@ static void test_mlp_paths(void) {
         rq_rep_free(&u);
         free(b);
     }
+}
+
+/* Every kept step of the trace lowers or keeps J; returns the last kept J and
+ * counts the kept a- and b-steps from step `from` on. */
+static double check_trace(const rq_rep_trace *tr, int from, int *a_kept, int *b_kept) {
+    double J = tr->J[0];
+    *a_kept = *b_kept = 0;
+    for (int s = 1; s < tr->n; s++) {
+        if (tr->kept[s]) {
+            CHECKF(tr->J[s] <= J, "step %d (%c) raised J %g -> %g", s, tr->step[s], J, tr->J[s]);
+            J = tr->J[s];
+        }
+        *a_kept += s >= from && tr->step[s] == 'a' && tr->kept[s];
+        *b_kept += s >= from && tr->step[s] == 'b' && tr->kept[s];
+    }
+    return J;
 }
 
 /* every kept step lowers or keeps J; the least-squares steps are kept (they are
@@ -276,16 +308,8 @@ static void test_fit_monotone(void) {
         rq_rep t;
         rq_rep_trace tr;
         REQUIRE(rq_rep_fit(L.h, L.w, L.m, L.n, &g, &go, &o, &t, &tr) == 0);
-        double J = tr.J[0];
-        int a_kept = 0, b_kept = 0;
-        for (int s = 1; s < tr.n; s++) {
-            if (tr.kept[s]) {
-                CHECKF(tr.J[s] <= J, "step %d (%c) raised J %g -> %g", s, tr.step[s], J, tr.J[s]);
-                J = tr.J[s];
-            }
-            a_kept += tr.step[s] == 'a' && tr.kept[s];
-            b_kept += tr.step[s] == 'b' && tr.kept[s];
-        }
+        int a_kept, b_kept;
+        double J = check_trace(&tr, 1, &a_kept, &b_kept);
         CHECK(a_kept >= 1 && b_kept >= 1);
         CHECK(tr.J_final == J && tr.J_final <= tr.J_init);
         float *what = rq_malloc((size_t)(L.m * L.n) * sizeof *what);
@@ -322,6 +346,187 @@ static void test_fit_deterministic(void) {
     synth_free(&L);
 }
 
+/* Rotated replicas: the blob is version 2 with the rotation arrays (an unrotated
+ * one stays version 1 with byte 27 = 0), round-trips exactly at odd shapes and K,
+ * and damaged rotation fields are refused with what is wrong. */
+static void test_rot_roundtrip(void) {
+    const int Ks[] = {2, 3, 9};
+    for (int ki = 0; ki < 3; ki++)
+        for (int bits = 1; bits <= 3; bits++) {
+            const int K = Ks[ki];
+            rq_rep t, u;
+            random_rep(&t, bits, K, 3, 7, 60 + (uint64_t)(ki * 4 + bits));
+            size_t n1 = rq_rep_size(bits, K, 3, 7, false);
+            uint8_t *b1 = rq_malloc(n1);
+            REQUIRE(rq_rep_pack(&t, b1) == 0);
+            CHECK(b1[4] == 1 && b1[5] == 0 && b1[27] == 0);
+            rotate_odd(&t);
+            CHECK(rq_rep_rotated(&t));
+            size_t n = rq_rep_size(bits, K, 3, 7, true);
+            CHECK(n == n1 + ((size_t)K + 7) / 8 * 8 + 8 * (size_t)K);
+            rq_rep_bits bb = rq_rep_bits_of(bits, K, 3, 7, true);
+            CHECK(bb.code_bits + bb.param_bits + bb.header_bits == 8 * (int64_t)n);
+            uint8_t *b = rq_malloc(n);
+            REQUIRE(rq_rep_pack(&t, b) == 0);
+            CHECK(b[4] == 2 && b[27] == 1);
+            REQUIRE(rq_rep_unpack(b, n, &u) == 0);
+            CHECK(same_rep(&t, &u));
+            rq_rep_free(&u);
+            CHECK(rq_rep_unpack(b, n - 1, &u) == -1 && strstr(rq_error(), "truncated"));
+            b[4] = 1; /* version 1 has no rotations */
+            CHECK(rq_rep_unpack(b, n, &u) == -1 && strstr(rq_error(), "reserved"));
+            b[4] = 2;
+            b[27] = 2;
+            CHECK(rq_rep_unpack(b, n, &u) == -1 && strstr(rq_error(), "rotation flag 2"));
+            b[27] = 1;
+            uint8_t *kinds = b + n - ((size_t)K + 7) / 8 * 8 - 8 * (size_t)K;
+            kinds[1] = 7;
+            CHECK(rq_rep_unpack(b, n, &u) == -1 && strstr(rq_error(), "replica 1's rotation kind 7"));
+            kinds[1] = RQ_REP_ROT_RH;
+            if (K % 8) {
+                kinds[K] = 1; /* the padding after the kinds */
+                CHECK(rq_rep_unpack(b, n, &u) == -1 && strstr(rq_error(), "padding"));
+                kinds[K] = 0;
+            }
+            REQUIRE(rq_rep_unpack(b, n, &u) == 0);
+            rq_rep_free(&u);
+            rq_rep_free(&t);
+            free(b);
+            free(b1);
+        }
+}
+
+/* With rotations: replica k's matrix is the unrotated replica times U_k^T (U_k
+ * from hadamard.h, dense), the tensor is their sum, and the replicated product
+ * (which rotates x, not W) equals W x. Replicas sharing one rotation collapse as
+ * unrotated ones do; different rotations never collapse. */
+static void test_rot_matvec(void) {
+    const int64_t R = 9, C = 36; /* 36: a Hadamard order without a power-of-two construction */
+    rq_rep t;
+    random_rep(&t, 2, 4, R, C, 70);
+    rotate_odd(&t);
+    float *w = rq_malloc((size_t)(R * C) * sizeof *w), *wk = rq_malloc((size_t)(R * C) * sizeof *wk);
+    float *plain = rq_malloc((size_t)(R * C) * sizeof *plain), *U = rq_malloc((size_t)(C * C) * sizeof *U);
+    double *want = rq_calloc((size_t)(R * C), sizeof *want);
+    for (int k = 0; k < t.K; k++) {
+        rq_rep_dequant_replica(&t, k, wk);
+        uint8_t kind = t.rot_kind[k];
+        t.rot_kind[k] = RQ_REP_ROT_NONE;
+        rq_rep_dequant_replica(&t, k, plain);
+        t.rot_kind[k] = kind;
+        if (kind) {
+            rq_orth *q = rq_orth_new(C, RQ_ORTH_RH, t.rot_seed[k]);
+            rq_orth_dense(q, U);
+            rq_orth_free(q);
+        }
+        double worst = 0;
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t c = 0; c < C; c++) {
+                double v = plain[r * C + c];
+                if (kind) { /* (plain U^T)[r, c] = sum_j plain[r, j] U[c, j] */
+                    v = 0;
+                    for (int64_t j = 0; j < C; j++)
+                        v += (double)plain[r * C + j] * U[c * C + j];
+                }
+                worst = fmax(worst, fabs(v - wk[r * C + c]));
+                want[r * C + c] += v;
+            }
+        CHECKF(worst <= 1e-6, "replica %d: |W_k - plain U^T| = %g", k, worst);
+    }
+    rq_rep_dequant(&t, w);
+    double worst = 0;
+    for (int64_t i = 0; i < R * C; i++)
+        worst = fmax(worst, fabs(w[i] - want[i]));
+    CHECKF(worst <= 1e-6, "|W - sum_k W_k| = %g", worst);
+    float x[36], y[9];
+    rq_rng rng;
+    rq_rng_seed(&rng, 71, 0);
+    for (int64_t c = 0; c < C; c++)
+        x[c] = synth_gauss(&rng);
+    rq_rep_matvec(&t, x, y);
+    double err = 0, scale = 0;
+    for (int64_t r = 0; r < R; r++) {
+        double s = 0;
+        for (int64_t c = 0; c < C; c++)
+            s += want[r * C + c] * x[c];
+        err = fmax(err, fabs(y[r] - s));
+        scale = fmax(scale, fabs(s));
+    }
+    CHECKF(err <= 1e-5 * scale, "max |y - W x| = %g (scale %g)", err, scale);
+    /* proportional column factors: one decoder only when the rotations agree */
+    for (int k = 1; k < 4; k++)
+        memcpy(t.b + k * C, t.b, (size_t)C * 2);
+    CHECK(!rq_rep_collapses(&t, 1e-3));
+    for (int k = 0; k < 4; k++)
+        t.rot_kind[k] = RQ_REP_ROT_RH, t.rot_seed[k] = 5;
+    CHECK(rq_rep_collapses(&t, 1e-3));
+    t.rot_seed[2] = 6;
+    CHECK(!rq_rep_collapses(&t, 1e-3));
+    free(w), free(wk), free(plain), free(U), free(want);
+    rq_rep_free(&t);
+}
+
+/* The rotation ensemble's fit: with 0 rounds it is the K = 1 fit bit for bit (the
+ * rotated replicas start at a = 0); every kept step lowers or keeps J, the
+ * reported J is the stored tensor's, it ends below K = 1 on the synthetic layer,
+ * and the same seed gives the same tensor. The options it needs are enforced. */
+static void test_rot_fit(void) {
+    synth_layer L;
+    synth_make(&L, 48, 96, 1024, 3);
+    rq_grid g = w2();
+    rq_gptq_opts go = gopts();
+    rq_rep_opts o = rq_rep_opts_default();
+    o.iters = 3;
+    rq_rep one, t, t2;
+    rq_rep_trace tr1, tr;
+    REQUIRE(rq_rep_fit(L.h, L.w, L.m, L.n, &g, &go, &o, &one, &tr1) == 0);
+    const size_t n = (size_t)(L.m * L.n);
+    float *w1 = rq_malloc(n * sizeof *w1), *w = rq_malloc(n * sizeof *w);
+    rq_rep_dequant(&one, w1);
+    REQUIRE(rq_rep_extend_rotated(rq_gptq_hessian(L.h), L.w, &one, 3, 0, 0, true, &t, NULL) == 0);
+    rq_rep_dequant(&t, w);
+    CHECK(!memcmp(w, w1, n * sizeof *w) && t.K == 3 && t.rot_kind[0] == RQ_REP_ROT_NONE &&
+          t.rot_kind[2] == RQ_REP_ROT_RH);
+    CHECK(t.rot_seed[1] == rq_rep_rot_seed(0, 1) && t.rot_seed[1] != t.rot_seed[2]);
+    rq_rep_free(&t);
+    o.K = 3;
+    o.vary_rot = true;
+    REQUIRE(rq_rep_opts_check(&o) == 0);
+    REQUIRE(rq_rep_fit(L.h, L.w, L.m, L.n, &g, &go, &o, &t, &tr) == 0);
+    CHECK(rq_rep_rotated(&t) && !rq_rep_collapses(&t, 1e-3));
+    CHECK(!memcmp(t.q, one.q, n)); /* the codes stay the K = 1 fit's */
+    int a_kept, b_kept;
+    double J = check_trace(&tr, tr1.n, &a_kept, &b_kept);
+    CHECKF(tr.n == tr1.n + 3 * (1 + 2) && a_kept >= 1 && b_kept >= 1, "%d steps, %d a and %d b kept", tr.n, a_kept,
+           b_kept);
+    rq_rep_dequant(&t, w);
+    double Jf = rq_layer_error(rq_gptq_hessian(L.h), L.w, w, L.m, L.n);
+    CHECKF(Jf == tr.J_final && J == tr.J_final, "reported %g, recomputed %g", tr.J_final, Jf);
+    CHECKF(tr.J_final < 0.99 * tr1.J_final, "rotated K=3 %g, K=1 %g", tr.J_final, tr1.J_final);
+    printf("  rotated K=3: relative layer error %.5f (K=1 %.5f)\n", tr.J_final / tr.J_zero, tr1.J_final / tr1.J_zero);
+    REQUIRE(rq_rep_fit(L.h, L.w, L.m, L.n, &g, &go, &o, &t2, NULL) == 0);
+    CHECK(same_rep(&t, &t2));
+    rq_rep_free(&t2);
+    rq_rep_free(&t);
+    /* refusals: K = 1, no row factors, paths after the nonlinearity */
+    o.K = 1;
+    CHECK(rq_rep_opts_check(&o) == -1 && strstr(rq_error(), "k >= 2"));
+    o.K = 2;
+    o.vary_out = false;
+    CHECK(rq_rep_opts_check(&o) == -1 && strstr(rq_error(), "\"out\""));
+    o.vary_out = true;
+    o.combine = RQ_REP_COMBINE_MLP;
+    CHECK(rq_rep_opts_check(&o) == -1 && strstr(rq_error(), "\"linear\""));
+    o.combine = RQ_REP_COMBINE_LINEAR;
+    o.vary_in = false; /* row factors alone are not one decoder across bases */
+    CHECK(rq_rep_opts_check(&o) == 0);
+    CHECK(rq_rep_extend_rotated(rq_gptq_hessian(L.h), L.w, &one, 1, 0, 1, true, &t, NULL) == -1 &&
+          strstr(rq_error(), "K = 1"));
+    free(w), free(w1);
+    rq_rep_free(&one);
+    synth_free(&L);
+}
+
 int main(void) {
     RUN(test_roundtrip);
     RUN(test_refusals);
@@ -331,5 +536,8 @@ int main(void) {
     RUN(test_mlp_paths);
     RUN(test_fit_monotone);
     RUN(test_fit_deterministic);
+    RUN(test_rot_roundtrip);
+    RUN(test_rot_matvec);
+    RUN(test_rot_fit);
     TEST_EXIT();
 }
