@@ -168,6 +168,27 @@ int main(int argc, char **argv) {
         rq_rep_free(&t);
     }
 
+    for (int K = 2; K <= 4; K *= 2) {
+        /* a rotation ensemble (repfit.h): the K = 1 fit plus K - 1 replicas reading the
+         * input through their own Hadamard transform, factors by least squares */
+        rq_rep_opts o = rq_rep_opts_default();
+        o.K = K;
+        o.vary_rot = true;
+        o.iters = 6;
+        rq_rep t;
+        if (rq_rep_fit(Hr, Wr, M_, N_, &g, &go, &o, &t, NULL)) {
+            fprintf(stderr, "%s\n", rq_error());
+            return 1;
+        }
+        rq_rep_dequant(&t, what);
+        unrotate(Q, what);
+        rq_rep_bits b = rq_rep_bits_of(2, K, M_, N_, true);
+        char name[96];
+        snprintf(name, sizeof name, "Hadamard + GPTQ fit, K=1 + %d rotated replica%s", K - 1, K > 2 ? "s" : "");
+        row(name, (double)(b.code_bits + b.param_bits) / (double)mn, rel_err(what));
+        rq_rep_free(&t);
+    }
+
     /* rotation replicas sharing codes: W^ = (s .* C) (Q1 + r Q2)^T, codes by GPTQ in
      * that basis (target W B^-T with B = Q1 + r Q2, inputs X B), row scales refit */
     rq_orth *Q2 = rq_orth_new(N_, RQ_ORTH_RH, seed + 200);

@@ -17,7 +17,7 @@ q=$cache/quant/$model-rh-s${ROT_SEED:-0}
 scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/gptq-w1pc-sym.json recipes/gptq-w2pc-sym.json \
     recipes/gptq-w3pc-sym.json recipes/rep-w2-k1.json recipes/rep-w2-k2.json recipes/rep-w2-k4.json \
     recipes/rep-w2-k8.json recipes/rep-w2-k1-rows.json recipes/rep-w2-k1-i8.json recipes/rep-w1-k1.json \
-    recipes/rep-w1-k4.json \
+    recipes/rep-w1-k2.json recipes/rep-w1-k4.json recipes/rep-w1-k8.json \
     recipes/rep-w3-k1.json
 adapt=recipes/rep-w1-adapt2x-${model%%-*}-rh.json
 python3 scripts/rep_adaptive.py recipes/rep-w1-k1.json 2 "$adapt" "$q/rep-w1-k1.n$CALIB_N.tensors.jsonl" \

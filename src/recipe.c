@@ -234,7 +234,7 @@ static int parse_replicate(const char *src, const char *key, const cJSON *obj, r
             return unknown_key(src, key, j->string, "k, vary, iters, spread, seed, combine");
     }
     if (o->K == 0) return 0;
-    if (group_scales && o->K > 1 && !o->vary_in)
+    if (group_scales && o->K > 1 && !o->vary_in && !o->vary_rot)
         return rq_fail("%s: '%s': replicas that differ only in per-group scales%s sum to one decoder (their average is "
                        "again one affine grid), so k = %d is equivalent to k = 1 at %d times the compute; add \"in\" "
                        "(per-column factors) to \"vary\", or set k = 1",

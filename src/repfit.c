@@ -49,6 +49,14 @@ int rq_rep_opts_check(const rq_rep_opts *o) {
         return rq_fail("replicate: \"combine\": \"mlp\" with spread 0: the %d paths start identical and training "
                        "keeps them identical (k times the compute of one decoder); set spread > 0",
                        o->K);
+    if (o->vary_rot && o->K >= 2 && o->iters == 0)
+        return rq_fail("replicate: \"rotation\" with iters 0: the rotated replicas start at row factors 0 and "
+                       "only the rounds fit them, so the layer would be k = 1 at %d times the compute; set iters >= 1",
+                       o->K);
+    if (o->vary_rot && 1 + (4 + o->K) * o->iters > RQ_REP_TRACE_MAX)
+        return rq_fail("replicate.iters = %d with \"rotation\" and k = %d must be at most %d (the fit's trace holds "
+                       "%d steps)",
+                       o->iters, o->K, (RQ_REP_TRACE_MAX - 1) / (4 + o->K), RQ_REP_TRACE_MAX);
     if (o->vary_rot && (o->K < 2 || o->combine != RQ_REP_COMBINE_LINEAR || !o->vary_out))
         return rq_fail("replicate: \"rotation\" needs k >= 2 (replica 0 keeps the layer's basis; k = %d), \"out\" in "
                        "\"vary\" (the rotated replicas start at row factors 0) and \"combine\": \"linear\"",

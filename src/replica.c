@@ -72,17 +72,43 @@ static float pairwise(float *v, int n) {
 
 static float centre(int bits) { return (float)((1 << bits) - 1) * 0.5f; }
 
-/* With rotations: each replica's matrix in full, then the pairwise sums. */
-static void dequant_rotated(const rq_rep *t, float *out) {
-    const size_t n = (size_t)(t->rows * t->cols);
-    float *each = rq_malloc((size_t)t->K * n * sizeof *each), term[RQ_REP_MAX_K];
-    for (int k = 0; k < t->K; k++)
-        rq_rep_dequant_replica(t, k, each + (size_t)k * n);
-    for (size_t i = 0; i < n; i++) {
-        for (int k = 0; k < t->K; k++)
-            term[k] = each[(size_t)k * n + i];
-        out[i] = pairwise(term, t->K);
+/* Replica k's rows r0..r1 (with its rotation U, NULL for none) into out[r1 - r0, cols]. */
+static void replica_rows(const rq_rep *t, int k, const rq_orth *U, int64_t r0, int64_t r1, const float *b, float *out) {
+    const float m = centre(t->bits);
+    for (int64_t r = r0; r < r1; r++) {
+        float a = rq_fp16_to_fp32(t->a[(size_t)k * t->rows + r]);
+        for (int64_t c = 0; c < t->cols; c++)
+            out[(r - r0) * t->cols + c] = a * b[c] * ((float)t->q[r * t->cols + c] - m + t->o[k]);
     }
+    if (U) rq_orth_apply_t(U, out, r1 - r0);
+}
+
+/* With rotations: a block of rows of each replica's matrix, then their pairwise
+ * sums (memory K x 64 rows, not K whole matrices). */
+static void dequant_rotated(const rq_rep *t, float *out) {
+    enum { ROWS = 64 };
+    const size_t blk = (size_t)ROWS * (size_t)t->cols;
+    float *each = rq_malloc((size_t)t->K * blk * sizeof *each), term[RQ_REP_MAX_K];
+    float *b = rq_malloc((size_t)(t->K * t->cols) * sizeof *b);
+    rq_fp16_to_fp32_n(t->b, t->K * t->cols, b);
+    rq_orth **U = rq_calloc((size_t)t->K, sizeof *U);
+    for (int k = 0; k < t->K; k++)
+        U[k] = replica_rot(t, k);
+    for (int64_t r0 = 0; r0 < t->rows; r0 += ROWS) {
+        int64_t r1 = r0 + ROWS < t->rows ? r0 + ROWS : t->rows;
+        size_t n = (size_t)(r1 - r0) * (size_t)t->cols;
+        for (int k = 0; k < t->K; k++)
+            replica_rows(t, k, U[k], r0, r1, b + (size_t)k * t->cols, each + (size_t)k * blk);
+        for (size_t i = 0; i < n; i++) {
+            for (int k = 0; k < t->K; k++)
+                term[k] = each[(size_t)k * blk + i];
+            out[(size_t)r0 * t->cols + i] = pairwise(term, t->K);
+        }
+    }
+    for (int k = 0; k < t->K; k++)
+        rq_orth_free(U[k]);
+    free(U);
+    free(b);
     free(each);
 }
 
@@ -108,18 +134,12 @@ void rq_rep_dequant(const rq_rep *t, float *out) {
 }
 
 void rq_rep_dequant_replica(const rq_rep *t, int k, float *out) {
-    const float m = centre(t->bits);
     float *b = rq_malloc((size_t)t->cols * sizeof *b);
     rq_fp16_to_fp32_n(t->b + (size_t)k * t->cols, t->cols, b);
-    for (int64_t r = 0; r < t->rows; r++) {
-        float a = rq_fp16_to_fp32(t->a[(size_t)k * t->rows + r]);
-        for (int64_t c = 0; c < t->cols; c++)
-            out[r * t->cols + c] = a * b[c] * ((float)t->q[r * t->cols + c] - m + t->o[k]);
-    }
-    free(b);
     rq_orth *U = replica_rot(t, k);
-    if (U) rq_orth_apply_t(U, out, t->rows);
+    replica_rows(t, k, U, 0, t->rows, b, out);
     rq_orth_free(U);
+    free(b);
 }
 
 void rq_rep_matvec(const rq_rep *t, const float *x, float *y) {
@@ -177,11 +197,25 @@ static bool rank1(const uint16_t *v, int K, int64_t n, double tol) {
     return tot - ev[K - 1] <= tol * tol * tot; /* eigenvalues ascending */
 }
 
+static bool all_zero(const uint16_t *v, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (v[i] & 0x7fff) return false;
+    return true;
+}
+
 bool rq_rep_collapses(const rq_rep *t, double tol) {
     if (t->K == 1) return true;
-    for (int k = 1; t->rot_kind && k < t->K; k++)
-        if (t->rot_kind[k] != t->rot_kind[0] || (t->rot_kind[k] != RQ_REP_ROT_NONE && t->rot_seed[k] != t->rot_seed[0]))
-            return false; /* different rotations: a lattice, not one grid */
+    /* replicas in different bases are a lattice, not one grid, unless all but one
+     * basis hold only replicas that add nothing (a_k or b_k all 0) */
+    int first = -1;
+    for (int k = 0; t->rot_kind && k < t->K; k++) {
+        if (all_zero(t->a + (size_t)k * t->rows, t->rows) || all_zero(t->b + (size_t)k * t->cols, t->cols)) continue;
+        if (first < 0)
+            first = k;
+        else if (t->rot_kind[k] != t->rot_kind[first] ||
+                 (t->rot_kind[k] != RQ_REP_ROT_NONE && t->rot_seed[k] != t->rot_seed[first]))
+            return false;
+    }
     return rank1(t->b, t->K, t->cols, tol) || rank1(t->a, t->K, t->rows, tol);
 }
 
@@ -238,11 +272,15 @@ static int check_payload(const rq_rep *t) {
                            (long long)(i / t->cols), (long long)(i % t->cols));
     for (int k = 0; k < t->K; k++)
         if (!isfinite(t->o[k])) return rq_fail("replicated tensor: replica %d's offset is not finite", k);
-    for (int k = 0; t->rot_kind && k < t->K; k++)
+    for (int k = 0; t->rot_kind && k < t->K; k++) {
         if (t->rot_kind[k] > RQ_REP_ROT_RH)
             return rq_fail("replicated tensor: replica %d's rotation kind %d is unknown (this build knows 0, none, and "
                            "1, a random Hadamard transform); written by a newer repliq?",
                            k, t->rot_kind[k]);
+        if (t->rot_kind[k] == RQ_REP_ROT_NONE && t->rot_seed[k])
+            return rq_fail("replicated tensor: replica %d has no rotation but a rotation seed (%llu); damaged", k,
+                           (unsigned long long)t->rot_seed[k]);
+    }
     return 0;
 }
 
@@ -344,6 +382,12 @@ int rq_rep_unpack(const uint8_t *src, size_t n, rq_rep *out) {
         p += ((size_t)h.K + 7) / 8 * 8;
         for (int k = 0; k < h.K; k++, p += 8)
             out->rot_seed[k] = rq_get_u64(p);
+        if (!rq_rep_rotated(out)) {
+            rq_rep_free(out);
+            return rq_fail(
+                "replicated tensor: the rotation flag is set but no replica is rotated (written as version 1 "
+                "when none is); damaged");
+        }
     }
     if (check_payload(out)) {
         rq_rep_free(out);

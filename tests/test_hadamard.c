@@ -301,6 +301,28 @@ static void test_fallback(void) {
     }
 }
 
+/* Files store rotations by kind and seed (replica.h's rotation ensembles, the
+ * online R3/R4), so what a seed gives must not change between builds: a weighted
+ * sum over every 97th entry of RH(seed 7), pinned at orders 576 and 1536 (Hadamard
+ * constructions) and 92 (the randomized fallback, whose QR goes through LAPACK). */
+static void test_rh_pinned(void) {
+    const int64_t ns[] = {576, 1536, 92};
+    const double want[] = {-7.70833356, -7.01676775, -1.70669923};
+    for (int i = 0; i < 3; i++) {
+        int64_t n = ns[i];
+        rq_orth *q = rq_orth_new(n, RQ_ORTH_RH, 7);
+        REQUIRE(q != NULL);
+        float *d = rq_malloc((size_t)(n * n) * sizeof *d);
+        rq_orth_dense(q, d);
+        double sum = 0;
+        for (int64_t j = 0; j < n * n; j += 97)
+            sum += d[j] * (double)((j % 13) + 1);
+        CHECKF(fabs(sum - want[i]) <= 1e-5, "order %lld: %.9g, pinned %.9g", (long long)n, sum, want[i]);
+        free(d);
+        rq_orth_free(q);
+    }
+}
+
 static void test_errors_and_names(void) {
     rq_hadamard h;
     CHECK(rq_hadamard_new(0, &h) != 0 && strstr(rq_error(), "0") != NULL);
@@ -321,5 +343,6 @@ int main(void) {
     RUN(test_orth_kinds);
     RUN(test_fallback);
     RUN(test_errors_and_names);
+    RUN(test_rh_pinned);
     TEST_EXIT();
 }

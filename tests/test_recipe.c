@@ -193,7 +193,7 @@ static bool tensor_eq(const rq_tensor_recipe *a, const rq_tensor_recipe *b, uint
     if ((set & RQ_OV_REPLICATE) && (p->K || q->K))
         eq &= p->K == q->K && p->vary_out == q->vary_out && p->vary_in == q->vary_in &&
               p->vary_offset == q->vary_offset && p->iters == q->iters && p->init_spread == q->init_spread &&
-              p->seed == q->seed && p->combine == q->combine;
+              p->seed == q->seed && p->combine == q->combine && p->vary_rot == q->vary_rot;
     return eq;
 }
 
@@ -339,6 +339,25 @@ static void test_replicate(void) {
     /* k = 1 may vary only the row factors: one decoder is what it is */
     CHECK(rq_recipe_parse("{\"repliq_recipe\": 1, \"replicate\": {\"k\": 1, \"vary\": [\"out\"]}}", "t", &r) == 0);
     rq_recipe_free(&r);
+    /* a rotation ensemble: replicas in different bases are not one decoder, even with
+     * row factors (or group scales) alone; it keeps "rotation" in the canonical text */
+    REQUIRE(rq_recipe_parse("{\"repliq_recipe\": 1, \"replicate\": {\"k\": 2, \"vary\": [\"scale\", \"rotation\"]}}",
+                            "t", &r) == 0);
+    j = rq_recipe_to_json(&r);
+    CHECKF(r.base.rep.vary_rot && r.base.rep.vary_out && strstr(j, "\"vary\": [\"out\", \"rotation\"]"), "%s", j);
+    free(j);
+    rq_recipe_free(&r);
+    const char *bad_rot[][2] = {
+        {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 1, \"vary\": [\"out\", \"rotation\"]}}", "k >= 2"},
+        {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 2, \"vary\": [\"in\", \"rotation\"]}}", "\"out\""},
+        {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 2, \"vary\": [\"out\", \"rotation\"], \"iters\": 0}}",
+         "iters 0"},
+        {"{\"repliq_recipe\": 1, \"replicate\": {\"k\": 40, \"vary\": [\"out\", \"rotation\"], \"iters\": 10}}",
+         "at most 5"},
+    };
+    for (int i = 0; i < 4; i++)
+        CHECKF(rq_recipe_parse(bad_rot[i][0], "t", &r) == -1 && strstr(rq_error(), bad_rot[i][1]), "%d: %s", i,
+               rq_error());
 }
 
 static void test_recipe_files(void) {

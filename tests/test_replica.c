@@ -3,6 +3,7 @@
  * sum of the K dequantized products, and the fit never raises its objective; the
  * same for rotation ensembles (replicas reading the input through their own
  * Hadamard transform). */
+#include <lapacke.h>
 #include <math.h>
 #include <stdint.h>
 
@@ -527,6 +528,143 @@ static void test_rot_fit(void) {
     synth_free(&L);
 }
 
+/* The least-squares steps of the rotation ensemble reach their optimum: computed
+ * here independently, in double with the dense U_k, the best row factors of both
+ * replicas (only the a-step runs) and the best column factors of the rotated one
+ * given the row factors (one a-step, one b-step) are no better than what the fit
+ * stored, up to the f16 rounding of the factors. */
+static void test_rot_steps_optimal(void) {
+    const int64_t R = 12, C = 24;
+    synth_layer L;
+    synth_make(&L, R, C, 512, 9);
+    rq_grid g = w2();
+    rq_gptq_opts go = gopts();
+    rq_rep_opts o = rq_rep_opts_default();
+    o.iters = 2;
+    rq_rep one;
+    REQUIRE(rq_rep_fit(L.h, L.w, R, C, &g, &go, &o, &one, NULL) == 0);
+    const float *H = rq_gptq_hessian(L.h);
+    float *w0 = rq_malloc((size_t)(R * C) * sizeof *w0), *w1 = rq_malloc((size_t)(R * C) * sizeof *w1);
+    float *what = rq_malloc((size_t)(R * C) * sizeof *what), *U = rq_malloc((size_t)(C * C) * sizeof *U);
+    double Cc[12 * 24], UHU[24 * 24], HR[24 * 12];
+    const double m = 1.5;
+    for (int vary_in = 0; vary_in < 2; vary_in++) {
+        rq_rep t;
+        rq_rep_trace tr = {0};
+        REQUIRE(rq_rep_extend_rotated(H, L.w, &one, 2, 0, 1, vary_in, &t, &tr) == 0);
+        CHECKF(tr.n == 2 + vary_in && tr.kept[1] && (!vary_in || tr.kept[2]), "%d steps", tr.n);
+        rq_orth *q = rq_orth_new(C, RQ_ORTH_RH, t.rot_seed[1]);
+        rq_orth_dense(q, U);
+        rq_orth_free(q);
+        for (int64_t i = 0; i < R * C; i++)
+            Cc[i] = (double)t.q[i] - m + t.o[0];
+        rq_rep_dequant(&t, what);
+        double J = rq_layer_error(H, L.w, what, R, C), Jbest;
+        if (!vary_in) { /* per row, the 2 x 2 normal equations over F_0 = Cc .* b_0, F_1 = (Cc .* b_1) U^T */
+            float *F[2] = {w0, w1};
+            for (int64_t r = 0; r < R; r++)
+                for (int64_t c = 0; c < C; c++) {
+                    w0[r * C + c] = (float)(Cc[r * C + c] * rq_fp16_to_fp32(t.b[c]));
+                    double v = 0;
+                    for (int64_t j = 0; j < C; j++)
+                        v += Cc[r * C + j] * rq_fp16_to_fp32(t.b[C + j]) * U[c * C + j];
+                    w1[r * C + c] = (float)v;
+                }
+            for (int64_t r = 0; r < R; r++) {
+                double G[4] = {0}, h[2] = {0};
+                for (int64_t c = 0; c < C; c++)
+                    for (int64_t d = 0; d < C; d++) {
+                        double hd = H[c * C + d];
+                        for (int k = 0; k < 2; k++) {
+                            h[k] += F[k][r * C + c] * hd * L.w[r * C + d];
+                            for (int l = 0; l < 2; l++)
+                                G[k * 2 + l] += F[k][r * C + c] * hd * F[l][r * C + d];
+                        }
+                    }
+                REQUIRE(LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', 2, 1, G, 2, h, 1) == 0);
+                for (int64_t c = 0; c < C; c++)
+                    what[r * C + c] = (float)(h[0] * w0[r * C + c] + h[1] * w1[r * C + c]);
+            }
+        } else { /* b_1 given the row factors: (U^T H U .* (A Cc)^T (A Cc)) b = diag((A Cc)^T (U^T H R^T)) */
+            rq_rep_dequant_replica(&t, 0, w0);
+            for (int64_t j = 0; j < C; j++)
+                for (int64_t l = 0; l < C; l++) {
+                    double v = 0;
+                    for (int64_t c = 0; c < C; c++)
+                        for (int64_t d = 0; d < C; d++)
+                            v += U[c * C + j] * H[c * C + d] * U[d * C + l];
+                    UHU[j * C + l] = v;
+                }
+            for (int64_t j = 0; j < C; j++) /* (U^T H R^T)[j, r], R = W - W_0 */
+                for (int64_t r = 0; r < R; r++) {
+                    double v = 0;
+                    for (int64_t c = 0; c < C; c++)
+                        for (int64_t d = 0; d < C; d++)
+                            v += U[c * C + j] * H[c * C + d] * (L.w[r * C + d] - w0[r * C + d]);
+                    HR[j * R + r] = v;
+                }
+            double G[24 * 24], h[24] = {0};
+            for (int64_t j = 0; j < C; j++) {
+                for (int64_t l = 0; l < C; l++) {
+                    double v = 0;
+                    for (int64_t r = 0; r < R; r++) {
+                        double a = rq_fp16_to_fp32(t.a[R + r]);
+                        v += a * a * Cc[r * C + j] * Cc[r * C + l];
+                    }
+                    G[j * C + l] = v * UHU[j * C + l];
+                }
+                for (int64_t r = 0; r < R; r++)
+                    h[j] += rq_fp16_to_fp32(t.a[R + r]) * Cc[r * C + j] * HR[j * R + r];
+            }
+            REQUIRE(LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', (int)C, 1, G, (int)C, h, 1) == 0);
+            for (int64_t r = 0; r < R; r++)
+                for (int64_t c = 0; c < C; c++) {
+                    double v = 0;
+                    for (int64_t j = 0; j < C; j++)
+                        v += rq_fp16_to_fp32(t.a[R + r]) * Cc[r * C + j] * h[j] * U[c * C + j];
+                    what[r * C + c] = (float)(w0[r * C + c] + v);
+                }
+        }
+        Jbest = rq_layer_error(H, L.w, what, R, C);
+        CHECKF(J <= Jbest * (1 + 1e-3) && Jbest <= J * (1 + 1e-3), "%s-step: fit %.9g, optimum %.9g",
+               vary_in ? "b" : "a", J, Jbest);
+        rq_rep_free(&t);
+    }
+    free(w0), free(w1), free(what), free(U);
+    rq_rep_free(&one);
+    synth_free(&L);
+}
+
+/* Blobs that say more than they hold are refused: the rotation flag with no
+ * rotated replica, a seed on a replica without rotation. A replica that adds
+ * nothing (a_k = 0) does not make its basis count: with it the others collapse. */
+static void test_rot_canonical(void) {
+    rq_rep t, u;
+    random_rep(&t, 2, 3, 4, 8, 80);
+    rotate_odd(&t);
+    size_t n = rq_rep_size(2, 3, 4, 8, true);
+    uint8_t *b = rq_malloc(n);
+    REQUIRE(rq_rep_pack(&t, b) == 0);
+    uint8_t *kinds = b + n - 8 - 3 * 8, *seeds = kinds + 8;
+    kinds[1] = RQ_REP_ROT_NONE;
+    CHECK(rq_rep_unpack(b, n, &u) == -1 && strstr(rq_error(), "no replica is rotated"));
+    seeds[8] = 0; /* replica 1's seed, low byte */
+    CHECK(rq_rep_unpack(b, n, &u) == -1 && strstr(rq_error(), "no replica is rotated"));
+    kinds[1] = RQ_REP_ROT_RH;
+    seeds[0] = 5; /* a seed on replica 0, which has no rotation */
+    CHECK(rq_rep_unpack(b, n, &u) == -1 && strstr(rq_error(), "replica 0 has no rotation but a rotation seed"));
+    CHECK(rq_rep_pack(&t, b) == 0);
+    /* b_k proportional: collapses only once the rotated replica adds nothing */
+    for (int k = 1; k < 3; k++)
+        memcpy(t.b + k * 8, t.b, 8 * 2);
+    CHECK(!rq_rep_collapses(&t, 1e-3));
+    for (int64_t r = 0; r < 4; r++)
+        t.a[4 + r] = 0;
+    CHECK(rq_rep_collapses(&t, 1e-3));
+    free(b);
+    rq_rep_free(&t);
+}
+
 int main(void) {
     RUN(test_roundtrip);
     RUN(test_refusals);
@@ -539,5 +677,7 @@ int main(void) {
     RUN(test_rot_roundtrip);
     RUN(test_rot_matvec);
     RUN(test_rot_fit);
+    RUN(test_rot_steps_optimal);
+    RUN(test_rot_canonical);
     TEST_EXIT();
 }
