@@ -55,7 +55,7 @@ for qdir, res in zip(args[::2], args[1::2]):
     rot = "RH" if "-rh-" in tag else "RO" if "-ro-" in tag else "DFRot" if "-dfrot-" in tag else "none"
     for label, r in rows.items():
         m = re.match(r"(rep-w(?P<rb>\d)-(k(?P<k>\d+)(?P<var>-rows|-i\d+|-mt|-mlp|-rot)?|adapt[\w-]*)|gptq-w(?P<gb>\d)pc-sym)"
-                     r"(?P<ts>-ts)?(?P<tgt>-block|-model)?(?P<ext>-lite|-nofit|-oproj)?(?P<n>\.n\d+)?$", label)
+                     r"(?P<ts>-ts)?(?P<tgt>-block|-model)?(?P<ext>-lite|-nofit|-oproj)?(?P<rs>-s\d+)?(?P<n>\.n\d+)?$", label)
         if not m:
             continue
         ts = m.group("ts") or ""
@@ -72,6 +72,8 @@ for qdir, res in zip(args[::2], args[1::2]):
                    "-mt": f" (MLP: summed, trained{target})",
                    "-mlp": f" (MLP: paths, trained{target})", None: ""}.get(m.group("var"),
                                                                           f" ({(m.group('var') or '')[2:]} rounds)")
+            if m.group("rs"):
+                var = var[:-1] + f", seed {m.group('rs')[2:]})"
             name = f"{k}{var}" if k > 0 else "adaptive"
         if ts:
             name += " [true-seq.]"
@@ -108,12 +110,13 @@ for qdir, res in zip(args[::2], args[1::2]):
     rows = load_rows(res)
     for label in rows:
         t = re.match(r"gptq-w(\d)pc-sym-ts(\.n\d+)?$", label)  # true-sequential against the default
-        rot = re.match(r"rep-w(\d)-k(\d+)-rot(\.n\d+)?$", label)  # a rotation ensemble against factor replicas
+        rot = re.match(r"rep-w(\d)-k(\d+)-rot(-s\d+)?(\.n\d+)?$", label)  # a rotation ensemble against factor replicas
         m = re.match(r"rep-w(\d)-k(\d+)-(mt|mlp)(-ts)?(-block|-model)?(-lite|-nofit|-oproj)?(\.n\d+)?$", label)
         if t:
             others = [f"gptq-w{t.group(1)}pc-sym{t.group(2) or ''}"]
-        elif rot:
-            others = [f"rep-w{rot.group(1)}-k{rot.group(2)}{rot.group(3) or ''}"]
+        elif rot:  # and against K = 1, and a second seed against the first
+            b, k, rs, sfx = rot.group(1), rot.group(2), rot.group(3), rot.group(4) or ""
+            others = [f"rep-w{b}-k{k}{sfx}", f"rep-w{b}-k1{sfx}"] + ([f"rep-w{b}-k{k}-rot{sfx}"] if rs else [])
         elif not m:
             continue
         else:

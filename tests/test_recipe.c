@@ -413,6 +413,10 @@ static void test_recipe_files(void) {
         /* -rot: replicas k >= 1 in their own input basis (a rotation ensemble) */
         CHECKF(r.base.rep.vary_rot == (strstr(r.name, "-rot") != NULL), "%s: rotation %d", e->d_name,
                r.base.rep.vary_rot);
+        /* -sN: the replicas' seed (their rotations) is N */
+        const char *sfx = strstr(r.name, "-rot-s");
+        CHECKF(r.base.rep.seed == (sfx ? strtoull(sfx + 6, NULL, 10) : 0), "%s: replicate.seed %llu", e->d_name,
+               (unsigned long long)r.base.rep.seed);
         /* -ts: GPTQ's true-sequential input collection */
         CHECKF(r.calib_true_seq == (strstr(r.name, "-ts") != NULL), "%s: true_sequential %d", e->d_name,
                r.calib_true_seq);
@@ -442,7 +446,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 51, "%d recipe files", n);
+    CHECKF(n == 54, "%d recipe files", n);
 }
 
 int main(void) {
