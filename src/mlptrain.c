@@ -38,14 +38,15 @@ typedef struct {
     int K, paths; /* the MLP's; paths: K with combine 1, else 1 */
     int64_t E, F; /* model width, MLP width */
     int64_t rows[4], cols[4];
-    float *qc[4]; /* codes minus the grid centre, [rows, cols] */
+    float *qc[4];     /* codes minus the grid centre, [rows, cols] */
+    rq_orth **rot[4]; /* [K] per matrix: replica k's input rotation (replica.h), NULL for none */
     const rq_orth *r4;
     const rq_mlp_tail *tail;
-    int64_t nb;       /* largest batch the buffers hold */
-    float *W[4];      /* decoded matrices of every path: W[j] + p * rows * cols */
-    float *G, *U, *S; /* [paths, nb, F] */
-    float *Y, *dY, *dS, *dW, *T;
-    float *X, *H, *rs, *dX; /* with a tail: the MLP's input, the residual it is normed from, 1/rms, dL/dX */
+    int64_t nb;                       /* largest batch the buffers hold */
+    float *W[4];                      /* decoded matrices of every path: W[j] + p * rows * cols */
+    float *G, *U, *S;                 /* [paths, nb, F] */
+    float *Y, *dY, *dS, *dW, *T, *Rt; /* Rt: a rotated replica's matrix or gradient */
+    float *X, *H, *rs, *dX;           /* with a tail: the MLP's input, the residual it is normed from, 1/rms, dL/dX */
 } net;
 
 /* The replicas matrix j's path p sums: one replica per path, or all K. */
@@ -60,7 +61,8 @@ static int mat_paths(const net *n, int j) { return j == MAT_O ? 1 : n->paths; }
 typedef struct {
     const float *qc, *a, *b, *o;
     int64_t rows, cols;
-    int k0, k1; /* replicas k0..k1-1 summed */
+    int k0, k1;           /* replicas k0..k1-1 summed */
+    rq_orth *const *skip; /* replicas with a rotation are left out (added by decode_all) */
     float *W;
 } decode_job;
 
@@ -72,6 +74,7 @@ static void decode_rows(void *ctx, int64_t lo, int64_t hi) {
         for (int64_t c = 0; c < j->cols; c++)
             w[c] = 0.0f;
         for (int k = j->k0; k < j->k1; k++) {
+            if (j->skip && j->skip[k]) continue;
             float a = j->a[k * j->rows + r], o = j->o[k];
             const float *b = j->b + k * j->cols;
             for (int64_t c = 0; c < j->cols; c++)
@@ -80,14 +83,24 @@ static void decode_rows(void *ctx, int64_t lo, int64_t hi) {
     }
 }
 
-/* Every path's matrices from the f32 factors a[j], b[j]. */
+/* Every path's matrices from the f32 factors a[j], b[j]; a rotated replica is
+ * decoded alone, times U_k^T on the right, and added. */
 static void decode_all(net *n, float *a[], float *b[]) {
     for (int j = 0; j < n->nm; j++)
         for (int p = 0; p < mat_paths(n, j); p++) {
-            decode_job dj = {
-                n->qc[j], a[j], b[j], n->m[j]->o, n->rows[j], n->cols[j], 0, 0, n->W[j] + p * n->rows[j] * n->cols[j]};
+            float *W = n->W[j] + p * n->rows[j] * n->cols[j];
+            decode_job dj = {n->qc[j], a[j], b[j], n->m[j]->o, n->rows[j], n->cols[j], 0, 0, n->rot[j], W};
             path_replicas(n, j, p, &dj.k0, &dj.k1);
             rq_parallel_for(n->rows[j], decode_rows, &dj);
+            int k0 = dj.k0, k1 = dj.k1;
+            for (int k = k0; k < k1; k++) {
+                if (!n->rot[j][k]) continue;
+                decode_job one = {n->qc[j], a[j], b[j], n->m[j]->o, n->rows[j], n->cols[j], k, k + 1, NULL, n->Rt};
+                rq_parallel_for(n->rows[j], decode_rows, &one);
+                rq_orth_apply_t(n->rot[j][k], n->Rt, n->rows[j]);
+                for (int64_t i = 0; i < n->rows[j] * n->cols[j]; i++)
+                    W[i] += n->Rt[i];
+            }
         }
 }
 
@@ -144,13 +157,21 @@ static void tmul_rows(void *ctx, int64_t lo, int64_t hi) {
         j->T[i] = j->dW[i] * (j->qc[i] + o);
 }
 
-/* ga_k += (dW .* (qc + o_k)) b_k, gb_k += (dW .* (qc + o_k))^T a_k for the replicas of path p. */
+/* ga_k += (dW_k .* (qc + o_k)) b_k, gb_k += (dW_k .* (qc + o_k))^T a_k for the
+ * replicas of path p, with dW_k = dW U_k for a rotated replica (its matrix is
+ * M_k U_k^T) and dW otherwise. */
 static void factor_grads(net *n, int j, int p, const float *dW, float *a, float *b, float *ga, float *gb) {
     int64_t R = n->rows[j], C = n->cols[j];
     int k0, k1;
     path_replicas(n, j, p, &k0, &k1);
     for (int k = k0; k < k1; k++) {
-        tmul_job tj = {dW, n->qc[j], n->m[j]->o, C, k, n->T};
+        const float *dWk = dW;
+        if (n->rot[j][k]) {
+            memcpy(n->Rt, dW, (size_t)(R * C) * sizeof *n->Rt);
+            rq_orth_apply(n->rot[j][k], n->Rt, R);
+            dWk = n->Rt;
+        }
+        tmul_job tj = {dWk, n->qc[j], n->m[j]->o, C, k, n->T};
         rq_parallel_for(R, tmul_rows, &tj);
         cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)R, (int)C, 1.0f, n->T, (int)C, b + k * C, 1, 1.0f, ga + k * R, 1);
         cblas_sgemv(CblasRowMajor, CblasTrans, (int)R, (int)C, 1.0f, n->T, (int)C, a + k * R, 1, 1.0f, gb + k * C, 1);
@@ -284,6 +305,12 @@ static int net_init(net *n, rq_rep *m[3], const rq_mlp_tail *tail, int64_t E, in
         for (int64_t i = 0; i < sz; i++)
             n->qc[j][i] = (float)n->m[j]->q[i] - c;
         n->W[j] = rq_malloc((size_t)(mat_paths(n, j) * sz) * sizeof(float));
+        n->rot[j] = rq_calloc((size_t)n->m[j]->K, sizeof(rq_orth *));
+        for (int k = 0; k < n->m[j]->K; k++)
+            if (n->m[j]->rot_kind && n->m[j]->rot_kind[k] != RQ_REP_ROT_NONE) {
+                n->rot[j][k] = rq_orth_new(cols[j], RQ_ORTH_RH, n->m[j]->rot_seed[k]);
+                if (!n->rot[j][k]) return rq_fail_ctx("MLP training: matrix %d's replica %d", j, k);
+            }
     }
     size_t pf = (size_t)(n->paths * nb * F) * sizeof(float), ne = (size_t)(nb * E) * sizeof(float);
     n->G = rq_malloc(pf);
@@ -294,6 +321,7 @@ static int net_init(net *n, rq_rep *m[3], const rq_mlp_tail *tail, int64_t E, in
     n->dS = rq_malloc((size_t)(nb * F) * sizeof(float));
     n->dW = rq_malloc((size_t)big * sizeof(float));
     n->T = rq_malloc((size_t)big * sizeof(float));
+    n->Rt = rq_malloc((size_t)big * sizeof(float));
     if (tail) {
         n->X = rq_malloc(ne);
         n->H = rq_malloc(ne);
@@ -307,9 +335,12 @@ static void net_free(net *n) {
     for (int j = 0; j < 4; j++) {
         free(n->qc[j]);
         free(n->W[j]);
+        for (int k = 0; n->rot[j] && k < n->m[j]->K; k++)
+            rq_orth_free(n->rot[j][k]);
+        free(n->rot[j]);
     }
-    float *v[12] = {n->G, n->U, n->S, n->Y, n->dY, n->dS, n->dW, n->T, n->X, n->H, n->dX, n->rs};
-    for (int i = 0; i < 12; i++)
+    float *v[13] = {n->G, n->U, n->S, n->Y, n->dY, n->dS, n->dW, n->T, n->Rt, n->X, n->H, n->dX, n->rs};
+    for (int i = 0; i < 13; i++)
         free(v[i]);
 }
 
@@ -430,7 +461,10 @@ int rq_mlp_train(const float *x, int64_t nt, int64_t E, int64_t F, const float *
                        n_val < 1 ? "held-out" : "training", (double)o->holdout);
     int64_t nb = o->batch < n_tr ? o->batch : n_tr;
     net n;
-    if (net_init(&n, m, tail, E, F, r4, nb)) return -1;
+    if (net_init(&n, m, tail, E, F, r4, nb)) {
+        net_free(&n);
+        return -1;
+    }
     const int nm = n.nm;
     inputs in = inputs_of(x, tail);
     double yy = 0;

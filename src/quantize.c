@@ -390,18 +390,12 @@ static int check_mlp_recipe(const qstate *s) {
             snprintf(on, sizeof on, "blk.%d.%s.weight", l, block_linears[LINEAR_O].suffix);
             rq_tensor_recipe ot;
             rq_recipe_for_tensor(r, on, &ot);
-            if (ot.method == RQ_METHOD_KEEP || ot.rep.K < 1 || ot.rep.combine != RQ_REP_COMBINE_LINEAR ||
-                ot.rep.vary_rot)
+            if (ot.method == RQ_METHOD_KEEP || ot.rep.K < 1 || ot.rep.combine != RQ_REP_COMBINE_LINEAR)
                 return rq_fail("%s: \"mlp_train\": {\"o_proj\": true} trains this matrix's replica factors with "
                                "the block's MLP, so it must be replicated (\"replicate\": {\"k\": 1} or more, "
-                               "\"combine\": \"linear\", no \"rotation\")",
+                               "\"combine\": \"linear\")",
                                on);
         }
-        for (int j = 0; r->mlp_train_on && n_keep < 3 && j < 3; j++)
-            if (t[j].rep.vary_rot)
-                return rq_fail("%s: \"mlp_train\" trains row and column factors in the layer's own basis; replicas "
-                               "with \"rotation\" in \"vary\" are not trained (remove one of the two)",
-                               nm[j]);
         if (r->mlp_train_on && !same && n_keep < 3)
             return rq_fail("\"mlp_train\" trains each block's replicated MLP, but blk.%d's ffn_gate, ffn_up and "
                            "ffn_down are neither all replicated with one k nor all kept; set \"replicate\" on the "

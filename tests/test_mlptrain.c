@@ -81,7 +81,9 @@ static void tail_free(tail_data *d) {
 }
 
 /* Analytic gradients against central differences in every factor, for the MLP
- * alone and with the tail (o's factors as matrix 3). */
+ * alone and with the tail (o's factors as matrix 3); with the online R4, summed
+ * replicas (combine 0) also read their input through their own rotation
+ * (replica.h's rotation ensembles): replica 1 of every matrix, and o's replica 2. */
 static void test_gradients(void) {
     double worst = 0;
     for (int cfg = 0; cfg < 8; cfg++) {
@@ -96,6 +98,11 @@ static void test_gradients(void) {
         float *x = randv(n * E, 1.0f, &g), *y = randv(n * E, 0.5f, &g);
         tail_data td;
         random_tail(&td, rot ? 3 : 1, n, &g); /* o's K other than the MLP's 2 */
+        if (rot && !combine) {
+            for (int j = 0; j < 3; j++)
+                m[j].rot_kind[1] = RQ_REP_ROT_RH, m[j].rot_seed[1] = 30 + (uint64_t)j;
+            td.o.rot_kind[2] = RQ_REP_ROT_RH, td.o.rot_seed[2] = 33;
+        }
         const rq_mlp_tail *tp = tail ? &td.t : NULL;
         int nm = tail ? 4 : 3;
         rq_rep *all[4] = {&m[0], &m[1], &m[2], &td.o};

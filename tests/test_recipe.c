@@ -424,7 +424,8 @@ static void test_recipe_files(void) {
         rq_recipe_for_tensor(&r, "blk.0.ffn_up.weight", &up);
         if (mlp || mt)
             CHECKF(sscanf(r.name, "rep-w%d-k%d", &rb, &rk) == 2 && up.rep.K == rk && r.base.grid.bits == rb &&
-                       up.rep.combine == (mlp ? RQ_REP_COMBINE_MLP : RQ_REP_COMBINE_LINEAR) && r.base.rep.K == 1,
+                       up.rep.combine == (mlp ? RQ_REP_COMBINE_MLP : RQ_REP_COMBINE_LINEAR) &&
+                       r.base.rep.K == (r.base.rep.vary_rot ? rk : 1), /* a rotation ensemble everywhere */
                    "%s: MLP K %d", e->d_name, up.rep.K);
         else if (sscanf(r.name, "rep-w%d-k%d", &rb, &rk) == 2)
             CHECKF(r.base.rep.K == rk && up.rep.K == rk && r.base.grid.bits == rb && r.base.rep.vary_out &&
@@ -446,7 +447,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 54, "%d recipe files", n);
+    CHECKF(n == 55, "%d recipe files", n);
 }
 
 int main(void) {
