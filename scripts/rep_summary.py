@@ -54,7 +54,7 @@ for qdir, res in zip(args[::2], args[1::2]):
     tag = os.path.basename(qdir.rstrip("/"))
     rot = "RH" if "-rh-" in tag else "RO" if "-ro-" in tag else "DFRot" if "-dfrot-" in tag else "none"
     for label, r in rows.items():
-        m = re.match(r"(rep-w(?P<rb>\d)-(k(?P<k>\d+)(?P<var>-rows|-i\d+|-mt|-mlp|-rot)?|adapt[\w-]*)|gptq-w(?P<gb>\d)pc-sym)"
+        m = re.match(r"(rep-w(?P<rb>\d)-(k(?P<k>\d+)(?P<var>-rows|-i\d+|-mt|-mlp|-rot-mt|-rot)?|adapt[\w-]*)|gptq-w(?P<gb>\d)pc-sym)"
                      r"(?P<ts>-ts)?(?P<tgt>-block|-model)?(?P<ext>-lite|-nofit|-oproj)?(?P<rs>-s\d+)?(?P<n>\.n\d+)?$", label)
         if not m:
             continue
@@ -69,6 +69,7 @@ for qdir, res in zip(args[::2], args[1::2]):
                        "-nofit": ", no alternation, 30 steps of 256",
                        "-oproj": ", with attn_output"}.get(m.group("ext"), "")
             var = {"-rows": " (row factors only)", "-rot": " (rotation ensemble)",
+                   "-rot-mt": f" (rotation ensemble, MLP: summed, trained{target})",
                    "-mt": f" (MLP: summed, trained{target})",
                    "-mlp": f" (MLP: paths, trained{target})", None: ""}.get(m.group("var"),
                                                                           f" ({(m.group('var') or '')[2:]} rounds)")
@@ -111,9 +112,14 @@ for qdir, res in zip(args[::2], args[1::2]):
     for label in rows:
         t = re.match(r"gptq-w(\d)pc-sym-ts(\.n\d+)?$", label)  # true-sequential against the default
         rot = re.match(r"rep-w(\d)-k(\d+)-rot(-s\d+)?(\.n\d+)?$", label)  # a rotation ensemble against factor replicas
+        rotmt = re.match(r"rep-w(\d)-k(\d+)-rot-mt(-ts)?(-block|-model)?(\.n\d+)?$", label)
         m = re.match(r"rep-w(\d)-k(\d+)-(mt|mlp)(-ts)?(-block|-model)?(-lite|-nofit|-oproj)?(\.n\d+)?$", label)
         if t:
             others = [f"gptq-w{t.group(1)}pc-sym{t.group(2) or ''}"]
+        elif rotmt:  # trained: against the untrained ensemble and the trained K = 1
+            b, k, ts, tgt, sfx = (rotmt.group(1), rotmt.group(2), rotmt.group(3) or "", rotmt.group(4) or "",
+                                  rotmt.group(5) or "")
+            others = [f"rep-w{b}-k{k}-rot{sfx}", f"rep-w{b}-k1-mt{ts}{tgt}{sfx}", f"gptq-w{b}pc-sym{ts}{sfx}"]
         elif rot:  # and against K = 1, and a second seed against the first
             b, k, rs, sfx = rot.group(1), rot.group(2), rot.group(3), rot.group(4) or ""
             others = [f"rep-w{b}-k{k}{sfx}", f"rep-w{b}-k1{sfx}"] + ([f"rep-w{b}-k{k}-rot{sfx}"] if rs else [])
