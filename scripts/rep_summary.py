@@ -155,7 +155,8 @@ for qdir, res in zip(args[::2], args[1::2]):
             d, se = paired(a, c)
             verdict = "better" if d < -2 * se else "worse" if d > 2 * se else "n.s."
             if not pairs_done:
-                print("\nPaired per-token NLL differences among the trained MLPs and true-sequential files:\n")
+                print("\nPaired per-token NLL differences among the trained MLPs, true-sequential files and rotation "
+                      "ensembles:\n")
                 pairs_done = True
             print(f"- {os.path.basename(qdir.rstrip('/'))}: {label} − {o}: {d:+.4f} ± {se:.4f} ({verdict})")
 first = next(iter(load_rows(args[1]).values()))
