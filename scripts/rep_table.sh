@@ -44,6 +44,7 @@ scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/rep-w2-k2-rot.json recipes/
     recipes/rep-w2-k8-rot.json recipes/rep-w2-k2-rot-s1.json recipes/rep-w2-k4-rot-s1.json \
     recipes/rep-w2-k4-rot-s2.json
 # the K = 1 fit on the model rotated with another seed (how much the model's rotation alone moves it)
-ROT_SEED=1 scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/rep-w2-k1.json
+ROT_SEED=1 scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/rep-w2-k1.json recipes/gptq-w2pc-sym.json
+ROT_SEED=2 scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/rep-w2-k1.json
 python3 scripts/rep_summary.py "$q" "results/quant-$model-rh-s${ROT_SEED:-0}-l$chunks-g5.jsonl" \
     "$cache/quant/$model" "results/quant-$model-l$chunks-g5.jsonl"
