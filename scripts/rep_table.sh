@@ -40,7 +40,8 @@ scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/gptq-w1pc-sym-ts.json recip
     recipes/rep-w2-k1-mt-ts-model-nofit.json
 scripts/rot_table.sh "$model" "$chunks" 5 none recipes/gptq-w2pc-sym-ts.json recipes/rep-w2-k1-mt-ts-model.json
 # rotation ensembles: replicas k >= 1 reading the input through their own Hadamard transform
-scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/rep-w2-k2-rot.json recipes/rep-w2-k4-rot.json \
+# (and group-128 GPTQ as the control at about the same bits)
+scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/gptq-w2g128.json recipes/rep-w2-k2-rot.json recipes/rep-w2-k4-rot.json \
     recipes/rep-w2-k8-rot.json recipes/rep-w2-k2-rot-s1.json recipes/rep-w2-k4-rot-s1.json \
     recipes/rep-w2-k4-rot-s2.json
 # the K = 1 fit on the model rotated with another seed (how much the model's rotation alone moves it)
