@@ -77,7 +77,7 @@ static const char *method_name(rq_method m) {
 static int store_rep(qstate *s, const char *name, const rq_rep *t) {
     out_tensor *ot = &s->out[rq_gguf_tensor_find(s->g, name) - s->g->tensors];
     free(ot->blob);
-    ot->blob_len = rq_rep_size(t->bits, t->K, t->rows, t->cols, rq_rep_rotated(t));
+    ot->blob_len = rq_rep_packed_size(t);
     ot->blob = rq_malloc(ot->blob_len);
     if (rq_rep_pack(t, ot->blob)) return rq_fail_ctx("packing '%s'", name);
     return 0;
@@ -159,7 +159,7 @@ static int replicate_tensor(qstate *s, const char *name, const rq_tensor_recipe 
         rq_rep_free(&t);
         return -1;
     }
-    size_t blob_len = rq_rep_size(t.bits, t.K, rows, cols, rq_rep_rotated(&t));
+    size_t blob_len = rq_rep_packed_size(&t);
     if (s->verbose) {
         int kept = 0;
         for (int i = 1; i < trace.n; i++)

@@ -64,9 +64,8 @@ static void unit_replica(const rot_fit *f, int k, float *F) {
     if (f->U[k]) rq_orth_apply_t(f->U[k], F, R);
 }
 
-/* Store the f32 factors in t as f16 and read them back, so that the objective is
- * the stored tensor's; returns J = ||(W^ - W) X||^2 / N. */
-static double store(rot_fit *f) {
+/* Store the f32 factors in t as f16 and read them back. */
+static void put(rot_fit *f) {
     const int K = f->t->K;
     for (int64_t i = 0; i < K * f->rows; i++) {
         f->t->a[i] = rq_fp32_to_fp16(f->a[i]);
@@ -76,8 +75,25 @@ static double store(rot_fit *f) {
         f->t->b[i] = rq_fp32_to_fp16(f->b[i]);
         f->b[i] = rq_fp16_to_fp32(f->t->b[i]);
     }
+}
+
+/* put, then J = ||(W^ - W) X||^2 / N of the stored tensor */
+static double store(rot_fit *f) {
+    put(f);
     rq_rep_dequant(f->t, f->what);
     return rq_layer_error(f->H, f->w, f->what, f->rows, f->cols);
+}
+
+/* Keep the step just taken if J did not rise, else put back the n factors v held
+ * before it (saved: already f16 values, so t is as it was). Returns the J kept. */
+static double settle(rot_fit *f, float *v, const float *saved, size_t n, double J, char step, rq_rep_trace *tr) {
+    double Jn = store(f);
+    bool keep = Jn <= J; /* NaN is not kept */
+    rq_rep_trace_add(tr, step, Jn, keep);
+    if (keep) return Jn;
+    memcpy(v, saved, n * sizeof *v);
+    put(f);
+    return J;
 }
 
 static void a_step(rot_fit *f) {
@@ -194,27 +210,11 @@ int rq_rep_extend_rotated(const float *H, const float *w, const rq_rep *one, int
     for (int it = 0; it < iters; it++) {
         memcpy(save_a, f.a, (size_t)(K * R) * sizeof *save_a);
         a_step(&f);
-        double Jn = store(&f);
-        bool keep = Jn <= J; /* NaN is not kept */
-        rq_rep_trace_add(trace, 'a', Jn, keep);
-        if (keep)
-            J = Jn;
-        else {
-            memcpy(f.a, save_a, (size_t)(K * R) * sizeof *save_a);
-            store(&f);
-        }
+        J = settle(&f, f.a, save_a, (size_t)(K * R), J, 'a', trace);
         for (int k = 1; vary_in && k < K; k++) {
             memcpy(save_b, f.b + k * C, (size_t)C * sizeof *save_b);
             b_step(&f, k);
-            Jn = store(&f);
-            keep = Jn <= J;
-            rq_rep_trace_add(trace, 'b', Jn, keep);
-            if (keep)
-                J = Jn;
-            else {
-                memcpy(f.b + k * C, save_b, (size_t)C * sizeof *save_b);
-                store(&f);
-            }
+            J = settle(&f, f.b + k * C, save_b, (size_t)C, J, 'b', trace);
         }
     }
     if (trace) trace->J_final = J;

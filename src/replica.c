@@ -83,9 +83,9 @@ static void replica_rows(const rq_rep *t, int k, const rq_orth *U, int64_t r0, i
     if (U) rq_orth_apply_t(U, out, r1 - r0);
 }
 
-/* With rotations: a block of rows of each replica's matrix, then their pairwise
- * sums (memory K x 64 rows, not K whole matrices). */
-static void dequant_rotated(const rq_rep *t, float *out) {
+/* A block of rows of each replica's matrix (rotated where the replica is), then
+ * their pairwise sums: memory K x 64 rows, not K whole matrices. */
+void rq_rep_dequant(const rq_rep *t, float *out) {
     enum { ROWS = 64 };
     const size_t blk = (size_t)ROWS * (size_t)t->cols;
     float *each = rq_malloc((size_t)t->K * blk * sizeof *each), term[RQ_REP_MAX_K];
@@ -110,27 +110,6 @@ static void dequant_rotated(const rq_rep *t, float *out) {
     free(U);
     free(b);
     free(each);
-}
-
-void rq_rep_dequant(const rq_rep *t, float *out) {
-    if (rq_rep_rotated(t)) {
-        dequant_rotated(t, out);
-        return;
-    }
-    const float m = centre(t->bits);
-    float *a = rq_malloc((size_t)(t->K * t->rows) * sizeof *a), *b = rq_malloc((size_t)(t->K * t->cols) * sizeof *b);
-    rq_fp16_to_fp32_n(t->a, t->K * t->rows, a);
-    rq_fp16_to_fp32_n(t->b, t->K * t->cols, b);
-    float term[RQ_REP_MAX_K];
-    for (int64_t r = 0; r < t->rows; r++)
-        for (int64_t c = 0; c < t->cols; c++) {
-            float q = (float)t->q[r * t->cols + c] - m;
-            for (int k = 0; k < t->K; k++)
-                term[k] = a[k * t->rows + r] * b[k * t->cols + c] * (q + t->o[k]);
-            out[r * t->cols + c] = pairwise(term, t->K);
-        }
-    free(a);
-    free(b);
 }
 
 void rq_rep_dequant_replica(const rq_rep *t, int k, float *out) {
@@ -224,7 +203,8 @@ bool rq_rep_collapses(const rq_rep *t, double tol) {
 static uint64_t row_bytes(int bits, int64_t cols) { return ((uint64_t)cols * (uint64_t)bits + 7) / 8; }
 
 /* the rotation arrays: K kinds padded to 8 bytes, then K seeds */
-static size_t rot_bytes(int K, bool rotated) { return rotated ? ((size_t)K + 7) / 8 * 8 + (size_t)K * 8 : 0; }
+static size_t kind_bytes(int K) { return ((size_t)K + 7) / 8 * 8; }
+static size_t rot_bytes(int K, bool rotated) { return rotated ? kind_bytes(K) + (size_t)K * 8 : 0; }
 
 size_t rq_rep_size(int bits, int K, int64_t rows, int64_t cols, bool rotated) {
     return RQ_REP_HEADER + (size_t)rows * row_bytes(bits, cols) + (size_t)K * 2 * (size_t)(rows + cols) +
@@ -284,10 +264,12 @@ static int check_payload(const rq_rep *t) {
     return 0;
 }
 
+size_t rq_rep_packed_size(const rq_rep *t) { return rq_rep_size(t->bits, t->K, t->rows, t->cols, rq_rep_rotated(t)); }
+
 int rq_rep_pack(const rq_rep *t, uint8_t *dst) {
     if (check(t) || check_payload(t)) return -1;
     const bool rotated = rq_rep_rotated(t);
-    size_t n = rq_rep_size(t->bits, t->K, t->rows, t->cols, rotated);
+    size_t n = rq_rep_packed_size(t);
     memset(dst, 0, n);
     memcpy(dst, magic, 4);
     rq_put_u16(dst + 4, rotated ? 2 : 1);
@@ -310,7 +292,7 @@ int rq_rep_pack(const rq_rep *t, uint8_t *dst) {
         rq_put_u32(p, rq_f32_bits(t->o[k]));
     if (rotated) {
         memcpy(p, t->rot_kind, (size_t)t->K);
-        p += ((size_t)t->K + 7) / 8 * 8;
+        p += kind_bytes(t->K);
         for (int k = 0; k < t->K; k++, p += 8)
             rq_put_u64(p, t->rot_seed[k]);
     }
@@ -374,12 +356,12 @@ int rq_rep_unpack(const uint8_t *src, size_t n, rq_rep *out) {
         out->o[k] = rq_f32_from_bits(rq_get_u32(p));
     if (rotated) {
         memcpy(out->rot_kind, p, (size_t)h.K);
-        for (size_t i = (size_t)h.K; i < ((size_t)h.K + 7) / 8 * 8; i++)
+        for (size_t i = (size_t)h.K; i < kind_bytes(h.K); i++)
             if (p[i]) {
                 rq_rep_free(out);
                 return rq_fail("replicated tensor: padding after the rotation kinds is not 0; damaged");
             }
-        p += ((size_t)h.K + 7) / 8 * 8;
+        p += kind_bytes(h.K);
         for (int k = 0; k < h.K; k++, p += 8)
             out->rot_seed[k] = rq_get_u64(p);
         if (!rq_rep_rotated(out)) {

@@ -18,14 +18,16 @@
  * of order cols, hadamard.h's RQ_ORTH_RH with rot_seed[k]; RQ_REP_ROT_NONE: U_k =
  * I). Its term of W is then diag(a_k) ((Cm + o_k) .* b_k^T) U_k^T, so y_k reads
  * x U_k (x as a row) in place of x: one transform of the input per rotated replica
- * per token, O(cols log cols), on top of the K passes over the codes.
+ * per token on top of the K passes over the codes (hadamard.h builds order cols as
+ * a power of two times a Paley order p: about log2(cols / p) + p multiply-adds
+ * per input element).
  *
  * Collapse: when every b_k is proportional to one vector b (or every a_k to one a),
  * and all replicas share one rotation, the sum is again a single decoder (a
  * per-row scale and zero point times a per-column factor), whatever K is:
  * rq_rep_collapses detects it.
  *
- * Packed layout v1 (little-endian), a blob of type RQ_GGML_RQ_PACKED like the
+ * Packed layout, versions 1 and 2 (little-endian), a blob of type RQ_GGML_RQ_PACKED like the
  * formats of qformat.h, told apart by its magic:
  *   header, 32 bytes:
  *     off  0 u8[4] magic "RQR1"
@@ -84,7 +86,7 @@ void rq_rep_free(rq_rep *t);
  * a_k is a / K give bit for bit the K = 1 tensor when K is a power of two. */
 void rq_rep_dequant(const rq_rep *t, float *out);
 /* Replica k alone: out[r, c] = a_k[r] b_k[c] (q - m + o_k), times U_k^T on the
- * right when it is rotated. With rotations rq_rep_dequant adds these K matrices
+ * right when it is rotated; rq_rep_dequant adds these K matrices
  * pairwise. */
 void rq_rep_dequant_replica(const rq_rep *t, int k, float *out);
 
@@ -94,7 +96,7 @@ void rq_rep_dequant_replica(const rq_rep *t, int k, float *out);
 void rq_rep_matvec(const rq_rep *t, const float *x, float *y);
 
 /* Multiply-adds of one product relative to the K = 1 layer: K (a rotated
- * replica's input transform, O(cols log cols), is not counted). */
+ * replica's input transform is not counted). */
 int rq_rep_compute_multiplier(const rq_rep *t);
 
 /* True when the K decoders sum to a single one: all replicas read the input
@@ -107,6 +109,8 @@ bool rq_rep_collapses(const rq_rep *t, double tol);
  * row padding), parameters (a, b, o, and the rotation kinds, padding and seeds
  * when rotated) and header, summing to 8 * size. */
 size_t rq_rep_size(int bits, int K, int64_t rows, int64_t cols, bool rotated);
+/* The same for t as rq_rep_pack writes it (rotated when any replica is). */
+size_t rq_rep_packed_size(const rq_rep *t);
 typedef struct {
     int64_t n_weights, code_bits, param_bits, header_bits;
 } rq_rep_bits;
