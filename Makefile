@@ -19,7 +19,7 @@ CLI_SRC := $(wildcard src/cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 BENCH_SRC := $(wildcard bench/*.c)
 # shell tests (no C code to sanitize: the sanitizer run skips them)
-SCRIPT_TESTS ?= tests/test_pull.sh tests/test_cli.sh tests/test_bpw.sh
+SCRIPT_TESTS ?= tests/test_pull.sh tests/test_cli.sh tests/test_bpw.sh tests/test_scripts.sh
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # llama.cpp's own low-bit types on a repliq model, measured with both programs: an importance
 # matrix from repliq's calibration text, llama-quantize of the F32 reference to each type, then
-# bits per weight (repliq bpw), llama-perplexity and repliq ppl (both protocols, KL against F32).
+# bits per weight (repliq bpw), llama-perplexity and repliq ppl (both protocols unless WINDOWS is none; KL against F32).
 #
 # Usage: scripts/llamacpp_types.sh MODEL_NAME [CHUNKS] [WINDOWS]
 #   MODEL_NAME  a packaged model (smollm2-135m); its F32 reference is $REPLIQ_CACHE/MODEL.f32.gguf
 #               (made with 'repliq convert' when missing)
 #   CHUNKS      ctx-512 chunks of wiki.test.raw for llama-perplexity and repliq's llamacpp protocol
 #               (default: all)
-#   WINDOWS     ctx-2048 windows for repliq's gptq protocol (default: all)
+#   WINDOWS     ctx-2048 windows for repliq's gptq protocol (default: all; 'none' skips that
+#               protocol, as for Qwen2.5-1.5B, where each pass costs 15-30 minutes here)
 # Env: THREADS (default nproc), TYPES (default below), IM_CTX / IM_CHUNKS (imatrix context and
 #      chunks, default 512 / 48 = 24,576 tokens = repliq's 12 x 2048 calibration tokens),
 #      REPLIQ_CACHE, REPLIQ_DATA (default ../shared/data), REPLIQ_BIN (default build/repliq),
@@ -27,8 +28,10 @@ if [ $# -lt 1 ] || [ $# -gt 3 ]; then die "usage: scripts/llamacpp_types.sh MODE
 MODEL=$1
 CHUNKS=${2:-all}
 WINDOWS=${3:-all}
+PROTOS="llamacpp gptq"
+[ "$WINDOWS" = none ] && PROTOS=llamacpp
 for v in "$CHUNKS" "$WINDOWS"; do
-    [ "$v" = all ] || [[ "$v" =~ ^[1-9][0-9]*$ ]] || die "CHUNKS and WINDOWS are positive integers or 'all', got '$v'"
+    [ "$v" = all ] || { [ "$v" = none ] && [ "$v" = "$WINDOWS" ] && [ "$v" != "$CHUNKS" ]; } || [[ "$v" =~ ^[1-9][0-9]*$ ]] || die "CHUNKS and WINDOWS are positive integers or 'all' (WINDOWS also 'none'), got '$v'"
 done
 TYPES=${TYPES:-Q2_K IQ2_XXS IQ2_XS IQ2_S IQ3_XXS Q3_K_S Q4_K_M IQ1_S IQ1_M}
 THREADS=${THREADS:-$(nproc 2>/dev/null || echo 2)}
@@ -127,7 +130,7 @@ proto_args() {
     else echo "--protocol gptq -c 2048 $(chunk_args "$WINDOWS")"; fi
 }
 proto_tag() { if [ "$1" = llamacpp ]; then echo "llamacpp-c512-n$CHUNKS"; else echo "gptq-c2048-n$WINDOWS"; fi; }
-for proto in llamacpp gptq; do
+for proto in $PROTOS; do
     base=$OUT/base-$(proto_tag $proto).kl
     read -ra pa <<<"$(proto_args $proto)"
     cmd=("$RQ" ppl -m "$F32" -f "$WIKI" "${pa[@]}" -t "$THREADS" --quiet --kl-save "$base" --json-out "$base.json")
@@ -204,6 +207,9 @@ m = re.search(r"prompt eval time = .*?([0-9.]+) tokens per second", log)
 row["llama_tokens_per_second"] = float(m.group(1)) if m else None
 for proto, f in (("llamacpp", rlf), ("gptq", rgf)):
     j = load(f)
+    if j is None and proto == "gptq" and windows == "none":
+        row["repliq_gptq"] = "skipped"
+        continue
     if j is None or "na" in j:
         row["repliq_" + proto] = (j or {}).get("na", "missing")
         if j: row["repliq_" + proto + "_reason"] = j["reason"]
@@ -222,16 +228,16 @@ os.replace(res + ".tmp", res)
 EOF
 }
 
-evaluate() { # TYPE FILE: bpw, llama-perplexity, repliq ppl in both protocols
+evaluate() { # TYPE FILE: bpw, llama-perplexity, repliq ppl per protocol in PROTOS
     local type=$1 q=$2 p=$OUT/$1
     "$RQ" bpw -m "$q" --json > "$p.bpw.json.tmp" && mv "$p.bpw.json.tmp" "$p.bpw.json"
     llama_ppl "$q" "$p.llama-ppl-c512-n$CHUNKS.log"
     repliq_ppl "$q" llamacpp "$p.repliq-$(proto_tag llamacpp).json"
-    repliq_ppl "$q" gptq "$p.repliq-$(proto_tag gptq).json"
+    [ "$PROTOS" = llamacpp ] || repliq_ppl "$q" gptq "$p.repliq-$(proto_tag gptq).json"
 }
 
 # the F32 reference itself: KL against itself is 0, so its repliq numbers come from the base runs
-for proto in llamacpp gptq; do
+for proto in $PROTOS; do
     cp "$OUT/base-$(proto_tag $proto).kl.json" "$OUT/F32.repliq-$(proto_tag $proto).json"
 done
 "$RQ" bpw -m "$F32" --json > "$OUT/F32.bpw.json"
@@ -266,11 +272,12 @@ for l in open(res):
         rows[r["type"]] = r
 def rq(r, proto):
     v = r["repliq_" + proto]
+    if v == "skipped": return "—", "—"
     if isinstance(v, str): return v, ""
     kl = "%.4f" % v["kl"] if "kl" in v else "0 (reference)"
     return "%.4f ± %.4f" % (v["ppl"], v["ppl_stderr"]), kl
-print("\n%s, wiki.test.raw: llama.cpp and repliq llamacpp protocol ctx 512, %s chunks; repliq gptq protocol ctx 2048, %s windows\n"
-      % (model, chunks, windows))
+print("\n%s, wiki.test.raw: llama.cpp and repliq llamacpp protocol ctx 512, %s chunks; repliq gptq protocol ctx 2048, %s\n"
+      % (model, chunks, "not run" if windows == "none" else windows + " windows"))
 print("| type | linear bpw | linear-layer types | total bpw | quantize s | quantize peak MiB "
       "| llama.cpp PPL | repliq PPL (llamacpp) | KL (llamacpp) | repliq PPL (gptq) | KL (gptq) |")
 print("|---|---:|---|---:|---:|---:|---|---|---|---|---|")

@@ -509,6 +509,27 @@ static void test_rot_fit(void) {
     CHECK(same_rep(&t, &t2));
     rq_rep_free(&t2);
     rq_rep_free(&t);
+    /* a rejected step is undone: with one NaN in the target the objective is NaN from
+     * the start, so no step is kept (NaN <= NaN is false). The a-steps still change the
+     * row factors of every row without the NaN before they are rejected, so the tensor
+     * comes back exactly as it started (the K = 1 tensor) only if settle restores them.
+     * The b-steps change nothing here (every a_k, k >= 1, is still 0), so the column
+     * factors' restore, the same code with other arguments, is not exercised. */
+    {
+        float *wn = rq_malloc(n * sizeof *wn);
+        memcpy(wn, L.w, n * sizeof *wn);
+        wn[5 * L.n + 7] = NAN;
+        rq_rep_trace trn = {0};
+        REQUIRE(rq_rep_extend_rotated(rq_gptq_hessian(L.h), wn, &one, 3, 0, 2, true, &t, &trn) == 0);
+        int kept = 0;
+        for (int s = 1; s < trn.n; s++)
+            kept += trn.kept[s];
+        rq_rep_dequant(&t, w);
+        CHECKF(trn.n == 1 + 2 * (1 + 2) && kept == 0 && !memcmp(w, w1, n * sizeof *w), "%d steps, %d kept", trn.n,
+               kept);
+        rq_rep_free(&t);
+        free(wn);
+    }
     /* refusals: K = 1, no row factors, paths after the nonlinearity */
     o.K = 1;
     CHECK(rq_rep_opts_check(&o) == -1 && strstr(rq_error(), "k >= 2"));

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The analysis scripts on made-up runs whose answers are known: scripts/paired_nll.py and
+# scripts/seed_table.py read per-token NLL files and result lines from a temporary cache.
+set -u
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+pass() { echo "PASS $1"; }
+fail() { echo "FAIL $1: $2"; }
+command -v python3 >/dev/null || { echo "SKIP test_paired_nll: no python3"; echo "SKIP test_seed_table: no python3"; exit 0; }
+
+# nll FILE BASE STEP: 200 tokens, token i scores BASE + STEP * (i mod 2) (so the mean difference
+# of two such files is known and its standard error is not zero)
+nll() { python3 -c 'import sys; b, s = float(sys.argv[2]), float(sys.argv[3])
+open(sys.argv[1], "w").write("".join("%r\n" % (b + s * (i % 2)) for i in range(200)))' "$@"; }
+
+# paired_nll: B - A = 0.5 + 0.05 (i mod 2): mean 0.525, se = 0.025 / sqrt(200)
+nll "$tmp/a.nll" 3.0 0.0
+nll "$tmp/b.nll" 3.5 0.05
+out=$(python3 "$repo/scripts/paired_nll.py" "$tmp/a.nll" "$tmp/b.nll" --json)
+if python3 -c 'import json, math, sys; j = json.loads(sys.argv[1])
+se = math.sqrt(0.025**2 * 200 / 199 / 200)
+sys.exit(not (j["tokens"] == 200 and abs(j["dnll"] - 0.525) < 1e-12 and abs(j["dnll_stderr"] - se) < 1e-12
+              and j["verdict"] == "B worse"))' "$out"; then pass test_paired_nll
+else fail test_paired_nll "got $out"; fi
+
+# seed_table: base and two labels on seeds 0 and 1 under REPLIQ_CACHE=$tmp; results lines come
+# from the repository's results folder, so the script is run from a copy of scripts/.
+mkdir -p "$tmp/repo/scripts" "$tmp/repo/results"
+cp "$repo/scripts/seed_table.py" "$tmp/repo/scripts/"
+for s in 0 1; do
+    d=$tmp/quant/m-rh-s$s
+    mkdir -p "$d"
+    nll "$d/base.n4.l40.nll" 5.0 0.1
+    # "good": lower on both seeds by 0.29 and 0.09; "mixed": -0.2 on seed 0, +0.2 on seed 1;
+    # "bad": +0.3 on both; "close": -0.29 on seed 0, and on seed 1 a difference of
+    # -1.05 + 2.0 (i mod 2), mean -0.05 with standard error 0.0709, so within two of them;
+    # "half": run on seed 0 only
+    nll "$d/good.n4.l40.nll" "$(python3 -c "print(5.0 - (0.3 if $s == 0 else 0.1))")" 0.12
+    nll "$d/mixed.n4.l40.nll" "$(python3 -c "print(5.0 + (-0.2 if $s == 0 else 0.2))")" 0.1
+    nll "$d/bad.n4.l40.nll" 5.3 0.1
+    if [ $s = 0 ]; then nll "$d/close.n4.l40.nll" 4.7 0.12; else nll "$d/close.n4.l40.nll" 3.95 2.1; fi
+    [ $s = 0 ] && nll "$d/half.n4.l40.nll" 4.0 0.1
+    for l in base good mixed; do
+        echo "{\"label\": \"$l.n4\", \"llamacpp\": {\"ppl\": $((100 + s)), \"dnll\": 0.5}}"
+    done > "$tmp/repo/results/quant-m-rh-s$s-l40-g5.jsonl"
+done
+out=$(REPLIQ_CACHE=$tmp python3 "$tmp/repo/scripts/seed_table.py" --json m-rh 0,1 base.n4 good.n4 mixed.n4 bad.n4 close.n4 \
+    half.n4 missing.n4 2>/dev/null)
+if python3 -c 'import json, math, sys
+rows = {r["label"]: r for r in map(json.loads, sys.argv[1].splitlines())}
+g, m, x = rows["good.n4"], rows["mixed.n4"], rows["missing.n4"]
+b, c, h = rows["bad.n4"], rows["close.n4"], rows["half.n4"]
+se1 = math.sqrt(1.0 * 200 / 199 / 200)
+ok = (abs(g["dnll"][0] + 0.29) < 1e-9 and abs(g["dnll"][1] + 0.09) < 1e-9 and abs(g["mean"] + 0.19) < 1e-9
+      and abs(g["sd_over_seeds"] - math.sqrt(0.02)) < 1e-9 and g["verdict"] == "better on every seed"
+      and g["ppl"] == [100, 101]
+      and abs(m["mean"]) < 1e-9 and m["verdict"] == "unresolved"
+      and x["dnll"] == [None, None] and x["n"] == 0 and x["verdict"] == "unresolved (missing seed)"
+      and abs(b["mean"] - 0.3) < 1e-9 and b["verdict"] == "worse on every seed"
+      and abs(c["dnll"][1] + 0.05) < 1e-9 and abs(c["dnll_stderr"][1] - se1) < 1e-9 and c["verdict"] == "unresolved"
+      and h["n"] == 1 and abs(h["mean"] + 1.0) < 1e-9 and h["verdict"] == "unresolved (missing seed)")
+sys.exit(not ok)' "$out"; then pass test_seed_table
+else fail test_seed_table "got $out"; fi
+
+# a base with no run on any seed is an error, not an empty table
+if ! out=$(REPLIQ_CACHE=$tmp python3 "$tmp/repo/scripts/seed_table.py" m-rh 0,1 nosuch.n4 good.n4 2>&1) &&
+    grep -q "no run of BASE nosuch.n4 on any seed" <<<"$out"; then pass test_seed_table_no_base
+else fail test_seed_table_no_base "got $out"; fi
+
+# a bad seed list is refused with a message naming it
+if ! out=$(REPLIQ_CACHE=$tmp python3 "$tmp/repo/scripts/seed_table.py" m-rh 0,x base.n4 good.n4 2>&1) &&
+    grep -q "SEEDS is a comma-separated list" <<<"$out"; then pass test_seed_table_bad_seeds
+else fail test_seed_table_bad_seeds "got $out"; fi
