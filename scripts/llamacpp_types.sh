@@ -30,9 +30,9 @@ CHUNKS=${2:-all}
 WINDOWS=${3:-all}
 PROTOS="llamacpp gptq"
 [ "$WINDOWS" = none ] && PROTOS=llamacpp
-for v in "$CHUNKS" "$WINDOWS"; do
-    [ "$v" = all ] || { [ "$v" = none ] && [ "$v" = "$WINDOWS" ] && [ "$v" != "$CHUNKS" ]; } || [[ "$v" =~ ^[1-9][0-9]*$ ]] || die "CHUNKS and WINDOWS are positive integers or 'all' (WINDOWS also 'none'), got '$v'"
-done
+count_ok() { [ "$1" = all ] || [[ "$1" =~ ^[1-9][0-9]*$ ]]; }
+count_ok "$CHUNKS" || die "CHUNKS is a positive integer or 'all', got '$CHUNKS'"
+count_ok "$WINDOWS" || [ "$WINDOWS" = none ] || die "WINDOWS is a positive integer, 'all' or 'none', got '$WINDOWS'"
 TYPES=${TYPES:-Q2_K IQ2_XXS IQ2_XS IQ2_S IQ3_XXS Q3_K_S Q4_K_M IQ1_S IQ1_M}
 THREADS=${THREADS:-$(nproc 2>/dev/null || echo 2)}
 IM_CTX=${IM_CTX:-512}
@@ -232,8 +232,8 @@ evaluate() { # TYPE FILE: bpw, llama-perplexity, repliq ppl per protocol in PROT
     local type=$1 q=$2 p=$OUT/$1
     "$RQ" bpw -m "$q" --json > "$p.bpw.json.tmp" && mv "$p.bpw.json.tmp" "$p.bpw.json"
     llama_ppl "$q" "$p.llama-ppl-c512-n$CHUNKS.log"
-    repliq_ppl "$q" llamacpp "$p.repliq-$(proto_tag llamacpp).json"
-    [ "$PROTOS" = llamacpp ] || repliq_ppl "$q" gptq "$p.repliq-$(proto_tag gptq).json"
+    local proto
+    for proto in $PROTOS; do repliq_ppl "$q" "$proto" "$p.repliq-$(proto_tag "$proto").json"; done
 }
 
 # the F32 reference itself: KL against itself is 0, so its repliq numbers come from the base runs

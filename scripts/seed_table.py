@@ -85,11 +85,13 @@ def main():
     cache = os.environ.get("REPLIQ_CACHE") or os.path.expanduser("~/.cache/repliq")
 
     per = {}  # (seed, label) -> dict
+    base_seen = False  # a BASE run (NLL file or result line) on some seed
     for s in seeds:
         tag = "%s-s%d" % (a.prefix, s)
         qdir = os.path.join(cache, "quant", tag)
         res = results(os.path.join(REPO, "results", "quant-%s-l%s-g%d.jsonl" % (tag, a.chunks, a.windows)))
         base = nll(os.path.join(qdir, "%s.l%s.nll" % (a.base, a.chunks)))
+        base_seen = base_seen or base is not None or "ppl" in res.get(a.base, {}).get("llamacpp", {})
         if base is None:
             warn("seed %d: no %s.l%s.nll in %s" % (s, a.base, a.chunks, qdir))
         for lab in [a.base] + a.labels:
@@ -108,9 +110,7 @@ def main():
                     else:
                         e["d"], e["se"] = p
             per[(s, lab)] = e
-    if all(per[(s, a.base)].get("ppl") is None for s in seeds) and all(
-            not os.path.exists(os.path.join(cache, "quant", "%s-s%d" % (a.prefix, s), "%s.l%s.nll" % (a.base, a.chunks)))
-            for s in seeds):
+    if not base_seen:
         die("no run of BASE %s on any seed (prefix %s, chunks %s): check the names" % (a.base, a.prefix, a.chunks))
 
     out = []
