@@ -4,20 +4,26 @@
 of the quantization-engine issue's rule (a difference counts beyond two standard
 errors).  usage: scripts/paired_nll.py A.nll B.nll [--json]"""
 import json
-import math
 import sys
 
-a = [float(x) for x in open(sys.argv[1])]
-b = [float(x) for x in open(sys.argv[2])]
-if len(a) != len(b) or not a:
-    sys.exit(f"paired_nll: {len(a)} and {len(b)} tokens: the runs must score the same tokens")
-d = [y - x for x, y in zip(a, b)]
-n = len(d)
-m = sum(d) / n
-se = math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1) / n) if n > 1 else float("nan")
-verdict = "B better" if m < -2 * se else "B worse" if m > 2 * se else "no significant difference"
+from pairing import paired, read_nll, verdict
+
+files = [x for x in sys.argv[1:] if x != "--json"]
+if len(files) != 2:
+    sys.exit("usage: scripts/paired_nll.py A.nll B.nll [--json]")
+runs = []
+for f in files:
+    r = read_nll(f)
+    if r is None:
+        sys.exit(f"paired_nll: {f} not found (write it with repliq ppl --nll-save)")
+    runs.append(r)
+try:
+    m, se = paired(*runs)
+except ValueError as e:
+    sys.exit(f"paired_nll: {e}")
+v = {"better": "B better", "worse": "B worse", "n.s.": "no significant difference"}[verdict(m, se)]
 if "--json" in sys.argv:
-    print(json.dumps({"a": sys.argv[1], "b": sys.argv[2], "tokens": n, "dnll": m, "dnll_stderr": se,
-                      "verdict": verdict}))
+    print(json.dumps({"a": files[0], "b": files[1], "tokens": len(runs[0]), "dnll": m, "dnll_stderr": se,
+                      "verdict": v}))
 else:
-    print(f"B - A: NLL difference {m:+.5f} +/- {se:.5f} over {n} tokens: {verdict} (2-standard-error rule)")
+    print(f"B - A: NLL difference {m:+.5f} +/- {se:.5f} over {len(runs[0])} tokens: {v} (2-standard-error rule)")

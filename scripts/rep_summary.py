@@ -10,10 +10,11 @@ how much of the gap from that file to the next bit width it closes.
 CACHE_QUANT_DIR holds the files, their --tensor-log and --nll-save outputs
 (~/.cache/repliq/quant/<tag>); the tag names the rotation in the table."""
 import json
-import math
 import os
 import re
 import sys
+
+from pairing import paired, read_nll as nll, verdict
 
 
 def load_rows(path):
@@ -24,16 +25,18 @@ def load_rows(path):
     return rows
 
 
-def nll(path):
-    return [float(x) for x in open(path)] if os.path.exists(path) else None
-
-
-def paired(a, b):
-    d = [y - x for x, y in zip(a, b)]
-    n = len(d)
-    m = sum(d) / n
-    se = math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1) / n)
-    return m, se
+def pair_runs(qdir, chunks, a_label, b_label):
+    """paired ΔNLL (b − a) ± se of two runs from their --nll-save files; None when a file is
+    missing, or (with a warning) when they score different numbers of tokens"""
+    a = nll(os.path.join(qdir, f"{a_label}.l{chunks}.nll"))
+    b = nll(os.path.join(qdir, f"{b_label}.l{chunks}.nll"))
+    if not (a and b):
+        return None
+    try:
+        return paired(a, b)
+    except ValueError as e:
+        print(f"rep_summary: warning: {b_label} against {a_label} in {qdir}: {e}; not paired", file=sys.stderr)
+        return None
 
 
 def compute_multiplier(qdir, label, k):
@@ -86,13 +89,11 @@ for qdir, res in zip(args[::2], args[1::2]):
         def pair_with(other):
             if not other or label == other["label"]:
                 return "—"
-            a = nll(os.path.join(qdir, f"{other['label']}.l{L['chunks']}.nll"))
-            b = nll(os.path.join(qdir, f"{label}.l{L['chunks']}.nll"))
-            if not (a and b and len(a) == len(b)):
+            p = pair_runs(qdir, L["chunks"], other["label"], label)
+            if p is None:
                 return "—"
-            d, se = paired(a, b)
-            verdict = "better" if d < -2 * se else "worse" if d > 2 * se else "n.s."
-            return f"{d:+.4f} ± {se:.4f} ({verdict})"
+            d, se = p
+            return f"{d:+.4f} ± {se:.4f} ({verdict(d, se)})"
 
         pair = pair_with(base)
         pair1 = pair_with(rows.get(f"rep-w{bits}-k1{ts}{sfx}")) if k != 0 else "—"
@@ -148,17 +149,15 @@ for qdir, res in zip(args[::2], args[1::2]):
             if o not in rows:
                 continue
             L = rows[label]["llamacpp"]
-            a = nll(os.path.join(qdir, f"{o}.l{L['chunks']}.nll"))
-            c = nll(os.path.join(qdir, f"{label}.l{L['chunks']}.nll"))
-            if not (a and c and len(a) == len(c)):
+            p = pair_runs(qdir, L["chunks"], o, label)
+            if p is None:
                 continue
-            d, se = paired(a, c)
-            verdict = "better" if d < -2 * se else "worse" if d > 2 * se else "n.s."
+            d, se = p
             if not pairs_done:
                 print("\nPaired per-token NLL differences among the trained MLPs, true-sequential files and rotation "
                       "ensembles:\n")
                 pairs_done = True
-            print(f"- {os.path.basename(qdir.rstrip('/'))}: {label} − {o}: {d:+.4f} ± {se:.4f} ({verdict})")
+            print(f"- {os.path.basename(qdir.rstrip('/'))}: {label} − {o}: {d:+.4f} ± {se:.4f} ({verdict(d, se)})")
 first = next(iter(load_rows(args[1]).values()))
 print(f'\nWikiText-2 test, llamacpp protocol: {first["llamacpp"]["chunks"]} chunks of {first["llamacpp"]["ctx"]} '
       f'({first["llamacpp"]["tokens"]} scored tokens); reference = the packaged model dequantized to f32; '

@@ -27,6 +27,8 @@ import math
 import os
 import sys
 
+from pairing import paired, read_nll as nll, verdict
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -34,24 +36,8 @@ def die(msg):
     sys.exit("seed_table: error: " + msg)
 
 
-def nll(path):
-    if not os.path.exists(path):
-        return None
-    return [float(x) for x in open(path)]
-
-
 def warn(msg):
     print("seed_table: warning: " + msg, file=sys.stderr)
-
-
-def paired(a, b):
-    """mean and standard error of b - a per token, or None when the runs differ in length"""
-    if len(a) != len(b) or len(a) < 2:
-        return None
-    d = [y - x for x, y in zip(a, b)]
-    n = len(d)
-    m = sum(d) / n
-    return m, math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1) / n)
 
 
 def results(path):
@@ -104,11 +90,10 @@ def main():
                 if x is None:
                     warn("seed %d: no %s.l%s.nll in %s" % (s, lab, a.chunks, qdir))
                 elif base is not None:
-                    p = paired(base, x)
-                    if p is None:
-                        warn("seed %d: %s scores %d tokens, %s %d: not paired" % (s, lab, len(x), a.base, len(base)))
-                    else:
-                        e["d"], e["se"] = p
+                    try:
+                        e["d"], e["se"] = paired(base, x)
+                    except ValueError as err:
+                        warn("seed %d: %s against %s: %s; not paired" % (s, lab, a.base, err))
             per[(s, lab)] = e
     if not base_seen:
         die("no run of BASE %s on any seed (prefix %s, chunks %s): check the names" % (a.base, a.prefix, a.chunks))
@@ -128,9 +113,9 @@ def main():
                                     if len(got) > 1 else None)
         if len(got) < len(seeds):
             row["verdict"] = "unresolved (missing seed)"
-        elif all(d < -2 * se for d, se in zip(ds, ses)):
+        elif all(verdict(d, se) == "better" for d, se in zip(ds, ses)):
             row["verdict"] = "better on every seed" if len(seeds) > 1 else "better"
-        elif all(d > 2 * se for d, se in zip(ds, ses)):
+        elif all(verdict(d, se) == "worse" for d, se in zip(ds, ses)):
             row["verdict"] = "worse on every seed" if len(seeds) > 1 else "worse"
         else:
             row["verdict"] = "unresolved"

@@ -26,7 +26,7 @@ else fail test_paired_nll "got $out"; fi
 # seed_table: base and two labels on seeds 0 and 1 under REPLIQ_CACHE=$tmp; results lines come
 # from the repository's results folder, so the script is run from a copy of scripts/.
 mkdir -p "$tmp/repo/scripts" "$tmp/repo/results"
-cp "$repo/scripts/seed_table.py" "$tmp/repo/scripts/"
+cp "$repo/scripts/seed_table.py" "$repo/scripts/pairing.py" "$tmp/repo/scripts/"
 for s in 0 1; do
     d=$tmp/quant/m-rh-s$s
     mkdir -p "$d"
@@ -71,3 +71,30 @@ else fail test_seed_table_no_base "got $out"; fi
 if ! out=$(REPLIQ_CACHE=$tmp python3 "$tmp/repo/scripts/seed_table.py" m-rh 0,x base.n4 good.n4 2>&1) &&
     grep -q "SEEDS is a comma-separated list" <<<"$out"; then pass test_seed_table_bad_seeds
 else fail test_seed_table_bad_seeds "got $out"; fi
+
+# paired_nll: runs that scored different numbers of tokens are refused, not truncated
+python3 -c 'open("'"$tmp"'/short.nll", "w").write("3.0\n" * 150)'
+if ! out=$(python3 "$repo/scripts/paired_nll.py" "$tmp/a.nll" "$tmp/short.nll" 2>&1) &&
+    grep -q "200 and 150 tokens" <<<"$out"; then pass test_paired_nll_lengths
+else fail test_paired_nll_lengths "got $out"; fi
+
+# rep_summary: a per-row GPTQ file, a K = 1 file 0.28 lower per token on average, and a K = 2 file whose
+# NLLs are 50 tokens short: its paired columns are '—' and a warning says why, never a truncated pair
+cp "$repo/scripts/rep_summary.py" "$tmp/repo/scripts/"
+rq=$tmp/quant/m-rh-s9
+mkdir -p "$rq"
+nll "$rq/gptq-w2pc-sym.n4.l40.nll" 5.0 0.1
+nll "$rq/rep-w2-k1.n4.l40.nll" 4.71 0.12
+python3 -c 'open("'"$rq"'/rep-w2-k2.n4.l40.nll", "w").write("4.0\n" * 150)'
+for l in gptq-w2pc-sym.n4 rep-w2-k1.n4 rep-w2-k2.n4; do
+    echo "{\"label\": \"$l\", \"machine\": \"test\", \"quant\": {\"calib_tokens\": 8192, \"linear\": {\"bpw\": 2.0}},
+ \"llamacpp\": {\"ppl\": 100.0, \"kl\": 1.0, \"dnll\": 2.0, \"dnll_stderr\": 0.02, \"chunks\": 40, \"ctx\": 512, \"tokens\": 200}}" |
+        tr -d '\n'
+    echo
+done > "$tmp/rs.jsonl"
+out=$(python3 "$tmp/repo/scripts/rep_summary.py" "$rq" "$tmp/rs.jsonl" 2>"$tmp/rs.err")
+se=$(python3 -c 'import math; print("%.4f" % math.sqrt(0.01**2 * 200 / 199 / 200))')
+if grep -q "| RH | W2 | 1 | .*| -0.2800 ± $se (better) | — |" <<<"$out" &&
+    grep -q "| RH | W2 | 2 | .*| — | — |" <<<"$out" &&
+    grep -q "rep-w2-k2.n4 against .*200 and 150 tokens" "$tmp/rs.err"; then pass test_rep_summary
+else fail test_rep_summary "got $out / $(cat "$tmp/rs.err")"; fi
