@@ -14,6 +14,8 @@
 #      chunks, default 512 / 48 = 24,576 tokens = repliq's 12 x 2048 calibration tokens),
 #      REPLIQ_CACHE, REPLIQ_DATA (default ../shared/data), REPLIQ_BIN (default build/repliq),
 #      LQ_DIR (outputs, default $REPLIQ_CACHE/lq/MODEL; never inside the repository).
+# Per-token NLLs of every repliq ppl run sit beside its JSON as .nll (the F32 run's as
+# base-PROTO.kl.nll), for scripts/paired_nll.py against any other file scored on the same tokens.
 # Results: one JSON line per type in results/llamacpp-types-MODEL.jsonl (a rerun replaces the
 # lines with the same model, type, chunks and windows), and a markdown table on stdout.
 # Every step writes OUT plus OUT.key (its command and its inputs' size and mtime) when it
@@ -133,8 +135,8 @@ proto_tag() { if [ "$1" = llamacpp ]; then echo "llamacpp-c512-n$CHUNKS"; else e
 for proto in $PROTOS; do
     base=$OUT/base-$(proto_tag $proto).kl
     read -ra pa <<<"$(proto_args $proto)"
-    cmd=("$RQ" ppl -m "$F32" -f "$WIKI" "${pa[@]}" -t "$THREADS" --quiet --kl-save "$base" --json-out "$base.json")
-    k=$(key repliq ppl "${pa[@]}" --kl-save -- "$F32" "$WIKI")
+    cmd=("$RQ" ppl -m "$F32" -f "$WIKI" "${pa[@]}" -t "$THREADS" --quiet --kl-save "$base" --nll-save "$base.nll" --json-out "$base.json")
+    k=$(key repliq ppl "${pa[@]}" --kl-save --nll-save -- "$F32" "$WIKI")
     if ! fresh "$base" "$k"; then
         log "KL base ($proto): ${cmd[*]}"
         "${cmd[@]}" > "$base.log" 2>&1 || die "repliq ppl --kl-save failed; see $base.log"
@@ -149,8 +151,8 @@ repliq_ppl() {
     local q=$1 proto=$2 out=$3 base k pa
     base=$OUT/base-$(proto_tag "$proto").kl
     read -ra pa <<<"$(proto_args "$proto")"
-    local cmd=("$RQ" ppl -m "$q" -f "$WIKI" "${pa[@]}" -t "$THREADS" --quiet --kl-base "$base" --json-out "$out")
-    k=$(key repliq ppl "${pa[@]}" --kl-base -- "$q" "$WIKI" "$base")
+    local cmd=("$RQ" ppl -m "$q" -f "$WIKI" "${pa[@]}" -t "$THREADS" --quiet --kl-base "$base" --nll-save "${out%.json}.nll" --json-out "$out")
+    k=$(key repliq ppl "${pa[@]}" --kl-base --nll-save -- "$q" "$WIKI" "$base")
     fresh "$out" "$k" && return 0
     log "repliq ppl ($proto): ${cmd[*]}"
     rm -f "$out" "$out.key"
