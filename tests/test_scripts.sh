@@ -98,3 +98,22 @@ if grep -q "| RH | W2 | 1 | .*| -0.2800 ± $se (better) | — |" <<<"$out" &&
     grep -q "| RH | W2 | 2 | .*| — | — |" <<<"$out" &&
     grep -q "rep-w2-k2.n4 against .*200 and 150 tokens" "$tmp/rs.err"; then pass test_rep_summary
 else fail test_rep_summary "got $out / $(cat "$tmp/rs.err")"; fi
+
+# rot_seeds: kind a at ΔNLL 2.0 and 2.2 over two seeds, kind b at 1.5 and 1.6: b − a = −0.55 with
+# standard error sqrt((0.02 + 0.005) / 2) = 0.1118, so b is better; b is below a in all 4 seed pairs
+cp "$repo/scripts/rot_seeds.py" "$tmp/repo/scripts/"
+for x in "a 0 2.0" "a 1 2.2" "b 0 1.5" "b 1 1.6"; do
+    set -- $x
+    echo "{\"label\": \"w2.n4\", \"llamacpp\": {\"ppl\": 99.0, \"dnll\": $3, \"dnll_stderr\": 0.02}}" \
+        > "$tmp/repo/results/quant-m-$1-s$2-l40-g5.jsonl"
+done
+out=$(python3 "$tmp/repo/scripts/rot_seeds.py" --json m 0,1 w2.n4 a b 2>&1)
+if python3 -c 'import json, math, sys; j = json.loads(sys.argv[1])
+ok = (abs(j["diff"] + 0.55) < 1e-12 and abs(j["diff_stderr"] - math.sqrt(0.025 / 2)) < 1e-12 and j["verdict"] == "better"
+      and j["b_below_a_pairs"] == 4 and j["pairs"] == 4 and abs(j["kinds"]["a"]["sd_over_seeds"] - math.sqrt(0.02)) < 1e-12)
+sys.exit(not ok)' "$out"; then pass test_rot_seeds
+else fail test_rot_seeds "got $out"; fi
+# a seed without its result line is an error naming the file, not a smaller sample
+if ! out=$(python3 "$tmp/repo/scripts/rot_seeds.py" m 0,1,2 w2.n4 a b 2>&1) && grep -q "quant-m-a-s2-l40-g5.jsonl not found" <<<"$out"
+then pass test_rot_seeds_missing
+else fail test_rot_seeds_missing "got $out"; fi
