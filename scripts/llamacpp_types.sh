@@ -16,6 +16,8 @@
 #      LQ_DIR (outputs, default $REPLIQ_CACHE/lq/MODEL; never inside the repository).
 # Per-token NLLs of every repliq ppl run sit beside its JSON as .nll (the F32 run's as
 # base-PROTO.kl.nll), for scripts/paired_nll.py against any other file scored on the same tokens.
+# TABLE_ONLY=1 prints the table of what RESULTS already holds for MODEL, CHUNKS, WINDOWS and TYPES
+# (F32 first) and runs nothing else.
 # Results: one JSON line per type in results/llamacpp-types-MODEL.jsonl (a rerun replaces the
 # lines with the same model, type, chunks and windows), and a markdown table on stdout.
 # Every step writes OUT plus OUT.key (its command and its inputs' size and mtime) when it
@@ -51,6 +53,45 @@ WIKI=$DATA/wiki.test.raw
 C4=$DATA/c4-en-validation-sample-2000.jsonl.xz
 export OPENBLAS_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
 
+# table: the markdown table of RESULTS for this model, CHUNKS and WINDOWS, F32 and TYPES in order
+table() {
+# shellcheck disable=SC2086 # TYPES is a list of words
+python3 - "$RESULTS" "$MODEL" "$CHUNKS" "$WINDOWS" F32 $TYPES <<'EOF'
+import json, sys
+res, model, chunks, windows = sys.argv[1:5]
+order = sys.argv[5:]
+rows = {}
+for l in open(res):
+    r = json.loads(l)
+    if (r["model"], r["chunks"], r["windows"]) == (model, chunks, windows) and r["type"] in order:
+        rows[r["type"]] = r
+def rq(r, proto):
+    v = r["repliq_" + proto]
+    if v == "skipped": return "—", "—", "—"
+    if isinstance(v, str): return v, "", ""
+    if "kl" not in v: return "%.4f ± %.4f" % (v["ppl"], v["ppl_stderr"]), "0 (reference)", "0"
+    return "%.4f ± %.4f" % (v["ppl"], v["ppl_stderr"]), "%.4f" % v["kl"], "%+.4f ± %.4f" % (v["dnll"], v["dnll_stderr"])
+print("\n%s, wiki.test.raw: llama.cpp and repliq llamacpp protocol ctx 512, %s chunks; repliq gptq protocol ctx 2048, %s\n"
+      % (model, chunks, "not run" if windows == "none" else windows + " windows"))
+print("| type | linear bpw | linear-layer types | total bpw | threads | quantize s | quantize peak MiB "
+      "| llama.cpp PPL | repliq PPL (llamacpp) | KL (llamacpp) | ΔNLL ± se (llamacpp) | repliq PPL (gptq) | KL (gptq) |")
+print("|---|---:|---|---:|---:|---:|---:|---|---|---|---|---|---|")
+for t in order:
+    if t not in rows: continue
+    r = rows[t]
+    types = ", ".join("%s: %d" % kv for kv in r["linear_types"].items())
+    a, ka, da = rq(r, "llamacpp"); g, kg, _ = rq(r, "gptq")
+    print("| %s | %.4f | %s | %.4f | %d | %s | %s | %.4f ± %.4f | %s | %s | %s | %s | %s |" % (
+        t, r["bpw_linear"], types, r["bpw_total"], r["threads"], r.get("quantize_seconds", "–"),
+        r.get("quantize_peak_rss_mib", "–"), r["llama_ppl"], r["llama_ppl_stderr"], a, ka, da, g, kg))
+EOF
+}
+
+if [ -n "${TABLE_ONLY:-}" ]; then
+    [ -f "$RESULTS" ] || die "$RESULTS not found: nothing measured for $MODEL yet"
+    table
+    exit 0
+fi
 # ---- checks: tools, data, output folder ------------------------------------------------------
 for t in llama-imatrix llama-quantize llama-perplexity; do
     [ -x "$LBIN/$t" ] || die "$LBIN/$t not found: build llama.cpp's tools with scripts/build-llamacpp.sh"
@@ -262,34 +303,5 @@ for type in $TYPES; do
 done
 
 # ---- 6. the table of this run -----------------------------------------------------------------------
-# shellcheck disable=SC2086 # TYPES is a list of words
-python3 - "$RESULTS" "$MODEL" "$CHUNKS" "$WINDOWS" F32 $TYPES <<'EOF'
-import json, sys
-res, model, chunks, windows = sys.argv[1:5]
-order = sys.argv[5:]
-rows = {}
-for l in open(res):
-    r = json.loads(l)
-    if (r["model"], r["chunks"], r["windows"]) == (model, chunks, windows) and r["type"] in order:
-        rows[r["type"]] = r
-def rq(r, proto):
-    v = r["repliq_" + proto]
-    if v == "skipped": return "—", "—"
-    if isinstance(v, str): return v, ""
-    kl = "%.4f" % v["kl"] if "kl" in v else "0 (reference)"
-    return "%.4f ± %.4f" % (v["ppl"], v["ppl_stderr"]), kl
-print("\n%s, wiki.test.raw: llama.cpp and repliq llamacpp protocol ctx 512, %s chunks; repliq gptq protocol ctx 2048, %s\n"
-      % (model, chunks, "not run" if windows == "none" else windows + " windows"))
-print("| type | linear bpw | linear-layer types | total bpw | quantize s | quantize peak MiB "
-      "| llama.cpp PPL | repliq PPL (llamacpp) | KL (llamacpp) | repliq PPL (gptq) | KL (gptq) |")
-print("|---|---:|---|---:|---:|---:|---|---|---|---|---|")
-for t in order:
-    if t not in rows: continue
-    r = rows[t]
-    types = ", ".join("%s: %d" % kv for kv in r["linear_types"].items())
-    a, ka = rq(r, "llamacpp"); g, kg = rq(r, "gptq")
-    print("| %s | %.4f | %s | %.4f | %s | %s | %.4f ± %.4f | %s | %s | %s | %s |" % (
-        t, r["bpw_linear"], types, r["bpw_total"], r.get("quantize_seconds", "–"),
-        r.get("quantize_peak_rss_mib", "–"), r["llama_ppl"], r["llama_ppl_stderr"], a, ka, g, kg))
-EOF
+table
 log "results: $RESULTS"
