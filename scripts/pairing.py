@@ -1,8 +1,10 @@
-"""The paired per-token comparison shared by paired_nll.py, rep_summary.py and seed_table.py.
+"""The paired per-token comparison shared by paired_nll.py, rep_summary.py, seed_table.py and
+rot_seeds.py, and the reading of quant_table.sh's result lines.
 
 Two runs that score the same tokens (repliq ppl --nll-save) are compared by the mean of their
 per-token NLL differences and its standard error; the quantization-engine issue's rule calls one
 run better or worse only when that mean is beyond two standard errors."""
+import json
 import math
 import os
 
@@ -13,6 +15,19 @@ def read_nll(path):
         return None
     with open(path) as f:
         return [float(x) for x in f]
+
+
+def read_results(path):
+    """quant_table.sh's result lines by label, the last line of a label winning (as in
+    quant_table.py); {} when the file does not exist"""
+    rows = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    rows[r["label"]] = r
+    return rows
 
 
 def paired(a, b):

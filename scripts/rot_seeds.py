@@ -23,7 +23,7 @@ import math
 import os
 import sys
 
-from pairing import verdict
+from pairing import read_results, verdict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,14 +37,10 @@ def row(model, rot, seed, label, chunks, windows):
     if not os.path.exists(path):
         die("%s not found: run ROT_SEED=%d scripts/rot_table.sh %s %s %d %s ..." % (path, seed, model, chunks, windows,
                                                                                      rot))
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                r = json.loads(line)
-                if r.get("label") == label and "dnll" in r.get("llamacpp", {}):
-                    return {"ppl": r["llamacpp"]["ppl"], "dnll": r["llamacpp"]["dnll"],
-                            "dnll_stderr": r["llamacpp"]["dnll_stderr"]}
-    die("no %s line with a llamacpp ΔNLL in %s" % (label, path))
+    L = read_results(path).get(label, {}).get("llamacpp", {})
+    if "dnll" not in L:
+        die("no %s line with a llamacpp ΔNLL in %s" % (label, path))
+    return {"ppl": L["ppl"], "dnll": L["dnll"], "dnll_stderr": L["dnll_stderr"]}
 
 
 def main():

@@ -27,7 +27,7 @@ import math
 import os
 import sys
 
-from pairing import paired, read_nll as nll, verdict
+from pairing import paired, read_nll as nll, read_results as results, verdict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,16 +38,6 @@ def die(msg):
 
 def warn(msg):
     print("seed_table: warning: " + msg, file=sys.stderr)
-
-
-def results(path):
-    rows = {}
-    if os.path.exists(path):
-        for line in open(path):
-            if line.strip():
-                r = json.loads(line)
-                rows[r["label"]] = r
-    return rows
 
 
 def main():
