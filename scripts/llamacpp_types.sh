@@ -20,7 +20,7 @@
 # (F32 first) and runs nothing else.
 # Results: one JSON line per type in results/llamacpp-types-MODEL.jsonl (a rerun replaces the
 # lines with the same model, type, chunks and windows), and a markdown table on stdout.
-# Every step writes OUT plus OUT.key (its command and its inputs' size and mtime) when it
+# Every step writes OUT plus OUT.key (its command and its inputs' size and sha256, or mtime for files over 64 MiB) when it
 # succeeds; a rerun skips a step whose OUT.key matches, so an interrupted run resumes.
 set -euo pipefail
 
@@ -105,12 +105,17 @@ mkdir -p "$OUT"
 case "$(cd "$OUT" && pwd -P)/" in "$(cd "$REPO" && pwd -P)/"*) die "LQ_DIR $OUT is inside the repository; put it elsewhere" ;; esac
 
 # ---- step bookkeeping --------------------------------------------------------------------------
-# key CMD... INPUT-FILES after '--': the command line and each input's size and mtime
+# key CMD... INPUT-FILES after '--': the command line and, for each input, its size and its
+# sha256 when it is at most 64 MiB (text data: a re-provisioned data folder with new mtimes and the
+# same bytes keeps every step), its mtime when larger (models: hashing 7 GB would cost a minute)
 key() {
     local sep=0 a
     for a in "$@"; do
         if [ "$a" = -- ]; then sep=1; continue; fi
-        if [ $sep = 1 ]; then stat -c '%n %s %Y' "$a"; else printf '%s ' "$a"; fi
+        if [ $sep = 0 ]; then printf '%s ' "$a"
+        elif [ "$(stat -c %s "$a")" -le $((64 << 20)) ]; then
+            printf '%s %s sha256:%s\n' "$a" "$(stat -c %s "$a")" "$(sha256sum < "$a" | cut -d' ' -f1)"
+        else stat -c '%n %s %Y' "$a"; fi
     done
     echo
 }

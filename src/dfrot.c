@@ -13,6 +13,7 @@
 #include "actq.h"
 #include "calib.h"
 #include "forward.h"
+#include "gemm.h"
 #include "hadamard.h"
 #include "model.h"
 #include "rotate.h"
@@ -54,8 +55,8 @@ double rq_dfrot_loss(const float *X, const float *w, int64_t rows, int64_t n, co
     double s = 0;
     for (int64_t r0 = 0; r0 < rows; r0 += PANEL) {
         int64_t m = rows - r0 < PANEL ? rows - r0 : PANEL;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)n, 1.0f, X + r0 * n, (int)n, R,
-                    (int)n, 0.0f, y, (int)n);
+        rq_sgemm(CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)n, 1.0f, X + r0 * n, (int)n, R, (int)n, 0.0f, y,
+                 (int)n);
         s += panel_loss(y, b, w ? w + r0 : NULL, m, n, a_bits, a_clip);
     }
     free(y);
@@ -79,8 +80,7 @@ int rq_dfrot_step(const float *X, const float *w, int64_t rows, int64_t n, const
     for (int64_t r0 = 0; r0 < rows; r0 += PANEL) {
         int64_t m = rows - r0 < PANEL ? rows - r0 : PANEL;
         const float *xp = X + r0 * n;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)n, 1.0f, xp, (int)n, R, (int)n,
-                    0.0f, y, (int)n);
+        rq_sgemm(CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)n, 1.0f, xp, (int)n, R, (int)n, 0.0f, y, (int)n);
         ls += panel_loss(y, b, w ? w + r0 : NULL, m, n, a_bits, a_clip); /* leaves B = Q(X R) in b */
         for (int64_t i = 0; i < m; i++) {
             double wi = w ? w[r0 + i] : 1.0, sx = 0, sb = 0;
@@ -92,8 +92,7 @@ int rq_dfrot_step(const float *X, const float *w, int64_t rows, int64_t n, const
             xx += wi * sx;
             bb += wi * sb;
         }
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)n, (int)m, 1.0f, xp, (int)n, b, (int)n, 1.0f,
-                    M, (int)n);
+        rq_sgemm(CblasTrans, CblasNoTrans, (int)n, (int)n, (int)m, 1.0f, xp, (int)n, b, (int)n, 1.0f, M, (int)n);
     }
     free(y);
     free(b);
@@ -111,8 +110,7 @@ int rq_dfrot_step(const float *X, const float *w, int64_t rows, int64_t n, const
         rc = rq_fail("dfrot: the SVD of the %lld x %lld Procrustes matrix did not converge (info %d)", (long long)n,
                      (long long)n, (int)info);
     } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1.0f, U, (int)n, VT, (int)n,
-                    0.0f, R_new, (int)n);
+        rq_sgemm(CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1.0f, U, (int)n, VT, (int)n, 0.0f, R_new, (int)n);
         *obj_after = procrustes_obj(xx, bb, M, R_new, n);
     }
     free(U);
@@ -274,7 +272,7 @@ int rq_dfrot_model(const char *model, const char *calib_path, const char *out, i
     rq_orth_dense(hq, H);
     rq_orth_free(hq);
     R1 = rq_malloc((size_t)E * E * sizeof *R1);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, E, E, E, 1.0f, H, E, R, E, 0.0f, R1, E);
+    rq_sgemm(CblasNoTrans, CblasNoTrans, E, E, E, 1.0f, H, E, R, E, 0.0f, R1, E);
     char info[512];
     snprintf(info, sizeof info,
              "{\"method\":\"dfrot\",\"start\":\"hadamard\",\"iters\":%d,\"gamma\":%g,\"a_bits\":%d,\"a_clip\":%g,"

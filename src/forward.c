@@ -8,10 +8,9 @@
 #include <string.h>
 
 #include "actq.h"
+#include "gemm.h"
 #include "hadamard.h"
 #include "util.h"
-
-void openblas_set_num_threads(int num_threads);
 
 struct rq_fwd {
     const rq_model *m; /* NULL when made from a configuration alone */
@@ -26,7 +25,7 @@ struct rq_fwd {
 };
 
 void rq_set_threads(int n) {
-    openblas_set_num_threads(n > 0 ? n : 1);
+    rq_blas_single(); /* OpenBLAS on one thread; repliq splits the products (gemm.c) */
     rq_set_par_threads(n);
 }
 
@@ -117,8 +116,8 @@ void rq_linear_ref(const rq_linear *l, const float *x, int n, float *y) {
 
 /* y[n, rows] = x[n, cols] W^T (+ b) */
 static void linear(const rq_linear *l, const float *x, int n, float *y) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)l->rows, (int)l->cols, 1.0f, x, (int)l->cols, l->w,
-                (int)l->cols, 0.0f, y, (int)l->rows);
+    rq_sgemm(CblasNoTrans, CblasTrans, n, (int)l->rows, (int)l->cols, 1.0f, x, (int)l->cols, l->w, (int)l->cols, 0.0f,
+             y, (int)l->rows);
     if (l->b)
         for (int t = 0; t < n; t++) {
             float *yt = y + (size_t)t * l->rows;
@@ -208,11 +207,11 @@ static void attention(rq_fwd *f, int n) {
             const float *q = f->q + (size_t)r0 * ldq + (size_t)h * hd;
             float *s = f->scores;
             /* s[rows, keys] = scale * q k^T; row i (absolute r0 + i) uses keys 0..r0 + i */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, scale, q, ldq, k, ldk, 0.0f, s, ld);
+            rq_sgemm(CblasNoTrans, CblasTrans, rows, keys, hd, scale, q, ldq, k, ldk, 0.0f, s, ld);
             softmax_job sj = {s, ld, r0, keys};
             rq_parallel_for(rows, softmax_rows, &sj);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, s, ld, v, ldk, 0.0f,
-                        f->att + (size_t)r0 * ldq + (size_t)h * hd, ldq);
+            rq_sgemm(CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, s, ld, v, ldk, 0.0f,
+                     f->att + (size_t)r0 * ldq + (size_t)h * hd, ldq);
         }
     }
 }
@@ -277,8 +276,8 @@ static void layer_fwd(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, 
     if (hook) hook(ctx, layer, RQ_HOOK_O_IN, f->att, n, Dq);
     if (last == RQ_HOOK_O_IN) return;
     /* x += att Wo^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, E, (int)L->o.cols, 1.0f, f->att, (int)L->o.cols, L->o.w,
-                (int)L->o.cols, 1.0f, x, E);
+    rq_sgemm(CblasNoTrans, CblasTrans, n, E, (int)L->o.cols, 1.0f, f->att, (int)L->o.cols, L->o.w, (int)L->o.cols, 1.0f,
+             x, E);
     rmsnorm(x, L->ffn_norm, n, E, c->norm_eps, f->h);
     act_in(f, f->h, n, E);
     if (hook) hook(ctx, layer, RQ_HOOK_FFN_IN, f->h, n, E);
@@ -294,9 +293,7 @@ static void layer_fwd(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, 
         if (f->r4) rq_orth_apply(f->r4, f->g, n); /* its inverse is folded into ffn_down */
         act_in(f, f->g, n, c->n_ff);
         if (hook) hook(ctx, layer, RQ_HOOK_DOWN_IN, f->g, n, c->n_ff);
-        if (down)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, E, c->n_ff, 1.0f, f->g, c->n_ff, dn->w, c->n_ff,
-                        1.0f, x, E);
+        if (down) rq_sgemm(CblasNoTrans, CblasTrans, n, E, c->n_ff, 1.0f, f->g, c->n_ff, dn->w, c->n_ff, 1.0f, x, E);
     }
 }
 

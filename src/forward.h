@@ -43,7 +43,7 @@ const float *rq_fwd_hidden(rq_fwd *f, const int32_t *tokens, int n);
 /* logits[n, n_vocab] = hidden[n, n_embd] * output^T */
 void rq_fwd_logits(const rq_model *m, const float *hidden, int n, float *logits);
 
-/* Threads for BLAS and the elementwise loops. */
+/* Threads for the products (gemm.c) and the elementwise loops. */
 void rq_set_threads(int n);
 
 /* Scalar reference for one linear layer y[n, rows] = x[n, cols] W^T + b, the

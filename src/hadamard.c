@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "grid.h"
 #include "util.h"
 
@@ -423,8 +424,8 @@ static void gemm_rows(const rq_orth *q, bool t, float *x, int64_t rows) {
     float *tmp = rq_malloc((size_t)(chunk * n) * sizeof(float));
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
         int nr = (int)(rows - r0 < chunk ? rows - r0 : chunk);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, t ? CblasTrans : CblasNoTrans, nr, (int)n, (int)n, 1.0f, x + r0 * n,
-                    (int)n, q->o, (int)n, 0.0f, tmp, (int)n);
+        rq_sgemm(CblasNoTrans, t ? CblasTrans : CblasNoTrans, nr, (int)n, (int)n, 1.0f, x + r0 * n, (int)n, q->o,
+                 (int)n, 0.0f, tmp, (int)n);
         memcpy(x + r0 * n, tmp, (size_t)(nr * n) * sizeof(float));
     }
     free(tmp);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "grid.h"
 #include "util.h"
 
@@ -112,8 +113,8 @@ static void tail_input(net *n, const float *z, const float *h0, int64_t nb) {
     const rq_mlp_tail *t = n->tail;
     const int64_t E = n->E;
     memcpy(n->H, h0, (size_t)(nb * E) * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)E, (int)t->D, 1.0f, z, (int)t->D, n->W[MAT_O],
-                (int)t->D, 1.0f, n->H, (int)E);
+    rq_sgemm(CblasNoTrans, CblasTrans, (int)nb, (int)E, (int)t->D, 1.0f, z, (int)t->D, n->W[MAT_O], (int)t->D, 1.0f,
+             n->H, (int)E);
     for (int64_t i = 0; i < nb; i++) {
         const float *h = n->H + i * E;
         double ss = 0;
@@ -131,15 +132,13 @@ static void forward(net *n, const float *x, int64_t nb) {
     for (int p = 0; p < n->paths; p++) {
         float *G = n->G + p * n->nb * F, *U = n->U + p * n->nb * F, *S = n->S + p * n->nb * F;
         const float *wg = n->W[0] + p * F * E, *wu = n->W[1] + p * F * E, *wd = n->W[2] + p * E * F;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)F, (int)E, 1.0f, x, (int)E, wg, (int)E, 0.0f,
-                    G, (int)F);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)F, (int)E, 1.0f, x, (int)E, wu, (int)E, 0.0f,
-                    U, (int)F);
+        rq_sgemm(CblasNoTrans, CblasTrans, (int)nb, (int)F, (int)E, 1.0f, x, (int)E, wg, (int)E, 0.0f, G, (int)F);
+        rq_sgemm(CblasNoTrans, CblasTrans, (int)nb, (int)F, (int)E, 1.0f, x, (int)E, wu, (int)E, 0.0f, U, (int)F);
         for (int64_t i = 0; i < nb * F; i++)
             S[i] = G[i] * sigmoid(G[i]) * U[i];
         if (n->r4) rq_orth_apply(n->r4, S, nb);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)E, (int)F, 1.0f, S, (int)F, wd, (int)F,
-                    p ? 1.0f : 0.0f, n->Y, (int)E);
+        rq_sgemm(CblasNoTrans, CblasTrans, (int)nb, (int)E, (int)F, 1.0f, S, (int)F, wd, (int)F, p ? 1.0f : 0.0f, n->Y,
+                 (int)E);
     }
 }
 
@@ -203,8 +202,8 @@ static void tail_backward(net *n, const float *z, int64_t nb, float *a, float *b
         for (int64_t c = 0; c < E; c++)
             dx[c] = dy[c] + r * t->norm_w[c] * dx[c] - k * h[c];
     }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)E, (int)t->D, (int)nb, 1.0f, n->dX, (int)E, z, (int)t->D,
-                0.0f, n->dW, (int)t->D);
+    rq_sgemm(CblasTrans, CblasNoTrans, (int)E, (int)t->D, (int)nb, 1.0f, n->dX, (int)E, z, (int)t->D, 0.0f, n->dW,
+             (int)t->D);
     factor_grads(n, MAT_O, 0, n->dW, a, b, ga, gb);
 }
 
@@ -234,11 +233,11 @@ static double batch_loss(net *n, inputs in, const float *yref, int64_t nb, float
         float *G = n->G + p * n->nb * F, *U = n->U + p * n->nb * F, *S = n->S + p * n->nb * F;
         const float *wg = n->W[0] + p * F * E, *wu = n->W[1] + p * F * E, *wd = n->W[2] + p * E * F;
         /* down: dWd[E, F] = dY^T S, dS = dY Wd */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)E, (int)F, (int)nb, 1.0f, n->dY, (int)E, S, (int)F,
-                    0.0f, n->dW, (int)F);
+        rq_sgemm(CblasTrans, CblasNoTrans, (int)E, (int)F, (int)nb, 1.0f, n->dY, (int)E, S, (int)F, 0.0f, n->dW,
+                 (int)F);
         factor_grads(n, 2, p, n->dW, a[2], b[2], ga[2], gb[2]);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)F, (int)E, 1.0f, n->dY, (int)E, wd, (int)F,
-                    0.0f, n->dS, (int)F);
+        rq_sgemm(CblasNoTrans, CblasNoTrans, (int)nb, (int)F, (int)E, 1.0f, n->dY, (int)E, wd, (int)F, 0.0f, n->dS,
+                 (int)F);
         if (n->r4) rq_orth_apply_t(n->r4, n->dS, nb);
         /* through silu(G) .* U: dG (into G) and dU (into U) */
         for (int64_t i = 0; i < nb * F; i++) {
@@ -247,17 +246,15 @@ static double batch_loss(net *n, inputs in, const float *yref, int64_t nb, float
             G[i] = ds * U[i] * s * (1.0f + g * (1.0f - s));
             U[i] = du;
         }
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)F, (int)E, (int)nb, 1.0f, G, (int)F, x, (int)E, 0.0f,
-                    n->dW, (int)E);
+        rq_sgemm(CblasTrans, CblasNoTrans, (int)F, (int)E, (int)nb, 1.0f, G, (int)F, x, (int)E, 0.0f, n->dW, (int)E);
         factor_grads(n, 0, p, n->dW, a[0], b[0], ga[0], gb[0]);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)F, (int)E, (int)nb, 1.0f, U, (int)F, x, (int)E, 0.0f,
-                    n->dW, (int)E);
+        rq_sgemm(CblasTrans, CblasNoTrans, (int)F, (int)E, (int)nb, 1.0f, U, (int)F, x, (int)E, 0.0f, n->dW, (int)E);
         factor_grads(n, 1, p, n->dW, a[1], b[1], ga[1], gb[1]);
         if (n->tail) { /* dX += dG Wg + dU Wu */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)E, (int)F, 1.0f, G, (int)F, wg, (int)E,
-                        p ? 1.0f : 0.0f, n->dX, (int)E);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)E, (int)F, 1.0f, U, (int)F, wu, (int)E,
-                        1.0f, n->dX, (int)E);
+            rq_sgemm(CblasNoTrans, CblasNoTrans, (int)nb, (int)E, (int)F, 1.0f, G, (int)F, wg, (int)E, p ? 1.0f : 0.0f,
+                     n->dX, (int)E);
+            rq_sgemm(CblasNoTrans, CblasNoTrans, (int)nb, (int)E, (int)F, 1.0f, U, (int)F, wu, (int)E, 1.0f, n->dX,
+                     (int)E);
         }
     }
     if (n->tail) tail_backward(n, in.z, nb, a[MAT_O], b[MAT_O], ga[MAT_O], gb[MAT_O]);
@@ -371,15 +368,13 @@ void rq_mlp_reference(const float *x, int64_t nt, int64_t E, int64_t F, const fl
     for (int64_t t0 = 0; t0 < nt; t0 += chunk) {
         int64_t nb = nt - t0 < chunk ? nt - t0 : chunk;
         const float *xb = x + t0 * E;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)F, (int)E, 1.0f, xb, (int)E, wg, (int)E,
-                    0.0f, G, (int)F);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)F, (int)E, 1.0f, xb, (int)E, wu, (int)E,
-                    0.0f, U, (int)F);
+        rq_sgemm(CblasNoTrans, CblasTrans, (int)nb, (int)F, (int)E, 1.0f, xb, (int)E, wg, (int)E, 0.0f, G, (int)F);
+        rq_sgemm(CblasNoTrans, CblasTrans, (int)nb, (int)F, (int)E, 1.0f, xb, (int)E, wu, (int)E, 0.0f, U, (int)F);
         for (int64_t i = 0; i < nb * F; i++)
             G[i] = G[i] * sigmoid(G[i]) * U[i];
         if (r4) rq_orth_apply(r4, G, nb);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)E, (int)F, 1.0f, G, (int)F, wd, (int)F, 0.0f,
-                    y + t0 * E, (int)E);
+        rq_sgemm(CblasNoTrans, CblasTrans, (int)nb, (int)E, (int)F, 1.0f, G, (int)F, wd, (int)F, 0.0f, y + t0 * E,
+                 (int)E);
     }
     free(G);
     free(U);

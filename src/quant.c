@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "util.h"
 
 rq_gptq_opts rq_gptq_opts_default(void) {
@@ -191,7 +192,7 @@ void rq_gptq_add_batch(rq_gptq *h, const float *x, int64_t n) {
     if (n <= 0) return;
     int64_t c = h->cols, tot = h->n + n;
     float alpha = (float)(2.0 / (double)tot), beta = (float)((double)h->n / (double)tot);
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)c, (int)n, alpha, x, (int)c, beta, h->H, (int)c);
+    rq_ssyrk_upper_t((int)c, (int)n, alpha, x, (int)c, beta, h->H, (int)c);
     h->n = tot;
     h->mirrored = false; /* syrk writes the upper triangle; mirrored once, when read */
 }
@@ -341,8 +342,8 @@ static void gptq_columns(rq_qtensor *out, int64_t rows, int64_t n, float *W, con
         gptq_block b = {out, W, err, U, perm, slot, rng, i1, i2, B, n, refit, dec, dctx};
         rq_parallel_for(rows, gptq_block_rows, &b);
         if (i2 < n) /* lazy update of the columns after the block */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)(n - i2), (int)(i2 - i1), -1.0f, err,
-                        (int)B, U + i1 * n + i2, (int)n, 1.0f, W + i2, (int)n);
+            rq_sgemm(CblasNoTrans, CblasNoTrans, (int)rows, (int)(n - i2), (int)(i2 - i1), -1.0f, err, (int)B,
+                     U + i1 * n + i2, (int)n, 1.0f, W + i2, (int)n);
     }
     free(rng);
     free(err);
@@ -474,8 +475,8 @@ double rq_layer_error(const float *H, const float *w, const float *what, int64_t
     float *d = rq_malloc(n * sizeof *d), *e = rq_malloc(n * sizeof *e);
     for (size_t i = 0; i < n; i++)
         d[i] = what[i] - w[i];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0f, d, (int)cols, H,
-                (int)cols, 0.0f, e, (int)cols);
+    rq_sgemm(CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0f, d, (int)cols, H, (int)cols, 0.0f, e,
+             (int)cols);
     double acc = 0;
     for (size_t i = 0; i < n; i++)
         acc += (double)d[i] * e[i];

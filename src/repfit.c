@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "util.h"
 
 rq_rep_opts rq_rep_opts_default(void) {
@@ -147,8 +148,8 @@ static void a_step(fit *f, bool vary) {
                 rq_malloc((size_t)(f->rows * K) * sizeof(double)), 0};
     for (int k = 0; k < K; k++) {
         build_u(f, Bf, k, f->S1);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)f->rows, (int)f->cols, (int)f->cols, 1.0f, f->S1,
-                    (int)f->cols, f->H, (int)f->cols, 0.0f, f->S2, (int)f->cols);
+        rq_sgemm(CblasNoTrans, CblasNoTrans, (int)f->rows, (int)f->cols, (int)f->cols, 1.0f, f->S1, (int)f->cols, f->H,
+                 (int)f->cols, 0.0f, f->S2, (int)f->cols);
         s.k = k;
         rq_parallel_for(f->rows, a_rows, &s);
     }
@@ -196,15 +197,15 @@ static void b_one(fit *f, int k) {
             f->S2[i] = f->W[i] - f->what[i] + z * rq_fp16_to_fp32(t->b[k * C + c]);
         }
     /* normal matrix (Z^T Z) .* H (upper), right side diag(Z^T R H) */
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)C, (int)R, 1.0f, f->S1, (int)C, 0.0f, A, (int)C);
+    rq_ssyrk_upper_t((int)C, (int)R, 1.0f, f->S1, (int)C, 0.0f, A, (int)C);
     double dmean = 0;
     for (int64_t i = 0; i < C; i++) {
         for (int64_t j = i; j < C; j++)
             A[i * C + j] *= f->H[i * C + j];
         dmean += A[i * C + i];
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)C, 1.0f, f->S2, (int)C, f->H, (int)C,
-                0.0f, f->what, (int)C);
+    rq_sgemm(CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)C, 1.0f, f->S2, (int)C, f->H, (int)C, 0.0f, f->what,
+             (int)C);
     for (int64_t r = 0; r < R; r++)
         for (int64_t c = 0; c < C; c++)
             rhs[c] += f->S1[r * C + c] * f->what[r * C + c];
@@ -245,8 +246,8 @@ static void o_step(fit *f) {
     memcpy(t->o, o_save, (size_t)K * sizeof *o_save);
     for (int64_t i = 0; i < R * C; i++)
         f->S1[i] = f->W[i] - f->what[i];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)C, 1.0f, f->S1, (int)C, f->H, (int)C,
-                0.0f, f->S2, (int)C); /* S2 = (W - codes part) H */
+    rq_sgemm(CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)C, 1.0f, f->S1, (int)C, f->H, (int)C, 0.0f, f->S2,
+             (int)C); /* S2 = (W - codes part) H */
     float *Af = rq_malloc((size_t)(K * R) * sizeof *Af), *Bf = rq_malloc((size_t)(K * C) * sizeof *Bf);
     float *HB = rq_malloc((size_t)(K * C) * sizeof *HB), *v = rq_malloc((size_t)R * sizeof *v);
     rq_fp16_to_fp32_n(t->a, K * R, Af);
@@ -315,10 +316,8 @@ static int c_step(fit *f, rq_gptq *h, const rq_gptq_opts *go, uint8_t *newq) {
     for (int k = 0; k < K; k++)
         for (int64_t r = 0; r < R; r++)
             AOf[k * R + r] = Af[k * R + r] * t->o[k];
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)R, (int)C, K, 1.0f, Af, (int)R, Bf, (int)C, 0.0f, f->S1,
-                (int)C);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)R, (int)C, K, 1.0f, AOf, (int)R, Bf, (int)C, 0.0f, f->S2,
-                (int)C);
+    rq_sgemm(CblasTrans, CblasNoTrans, (int)R, (int)C, K, 1.0f, Af, (int)R, Bf, (int)C, 0.0f, f->S1, (int)C);
+    rq_sgemm(CblasTrans, CblasNoTrans, (int)R, (int)C, K, 1.0f, AOf, (int)R, Bf, (int)C, 0.0f, f->S2, (int)C);
     cstate s = {f->S1, f->S2, t->q, newq, C, f->m, (float)((1 << t->bits) - 1)};
     int rc = rq_gptq_quantize_dec(h, go, f->W, R, C, c_decode, &s);
     free(Af);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "hadamard.h"
 #include "repfit.h"
 #include "util.h"
@@ -16,8 +17,8 @@
 void rq_rep_rows_lsq(const float *H, const float *w, int64_t rows, int64_t cols, int K, float *const *F, float **a) {
     float *P = rq_malloc((size_t)K * (size_t)(rows * cols) * sizeof *P); /* P_k = F_k H */
     for (int k = 0; k < K; k++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0f, F[k], (int)cols,
-                    H, (int)cols, 0.0f, P + (size_t)k * (size_t)(rows * cols), (int)cols);
+        rq_sgemm(CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0f, F[k], (int)cols, H, (int)cols, 0.0f,
+                 P + (size_t)k * (size_t)(rows * cols), (int)cols);
     for (int64_t r = 0; r < rows; r++) {
         double G[RQ_REP_MAX_K * RQ_REP_MAX_K], h[RQ_REP_MAX_K], tr = 0;
         for (int k = 0; k < K; k++) {
@@ -140,10 +141,8 @@ static void b_step(rot_fit *f, int k) {
     for (int64_t r = 0; r < R; r++)
         for (int64_t c = 0; c < C; c++)
             AC[r * C + c] = f->a[k * R + r] * (f->Cc[r * C + c] + f->t->o[k]);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)C, (int)C, (int)R, 1.0f, AC, (int)C, AC, (int)C, 0.0f, M,
-                (int)C);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)C, 1.0f, res, (int)C, Hk, (int)C, 0.0f,
-                tmp, (int)C);
+    rq_sgemm(CblasTrans, CblasNoTrans, (int)C, (int)C, (int)R, 1.0f, AC, (int)C, AC, (int)C, 0.0f, M, (int)C);
+    rq_sgemm(CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)C, 1.0f, res, (int)C, Hk, (int)C, 0.0f, tmp, (int)C);
     double *Md = rq_malloc((size_t)(C * C) * sizeof *Md), *v = rq_calloc((size_t)C, sizeof *v), tr = 0;
     for (int64_t i = 0; i < C * C; i++)
         Md[i] = (double)M[i] * Hk[i];

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "gemm.h"
 #include "ggml_types.h"
 #include "gguf.h"
 #include "util.h"
@@ -31,8 +32,8 @@ static void right(const xform *t, float *x, int64_t rows) {
         return;
     }
     float *tmp = rq_malloc((size_t)(rows * t->n) * sizeof *tmp);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)t->n, (int)t->n, 1.0f, x, (int)t->n,
-                t->dense, (int)t->n, 0.0f, tmp, (int)t->n);
+    rq_sgemm(CblasNoTrans, CblasNoTrans, (int)rows, (int)t->n, (int)t->n, 1.0f, x, (int)t->n, t->dense, (int)t->n, 0.0f,
+             tmp, (int)t->n);
     memcpy(x, tmp, (size_t)(rows * t->n) * sizeof *tmp);
     free(tmp);
 }
