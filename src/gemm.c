@@ -11,7 +11,9 @@ static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 static void blas_one(void) { openblas_set_num_threads(1); }
 void rq_blas_single(void) { pthread_once(&blas_once, blas_one); }
 
-enum { CHUNK_MIN = 64, CHUNKS_MAX = 16, SYRK_TILE = 128 };
+/* chunks of at least CHUNK_MIN rows or columns, at most CHUNKS_MAX of them; products under
+ * SMALL multiply-adds run on the calling thread (starting a thread costs tens of microseconds) */
+enum { CHUNK_MIN = 64, CHUNKS_MAX = 16, SYRK_TILE = 128, SMALL = 1 << 21 };
 
 /* chunks of [0, d): as many as d / CHUNK_MIN allows, at most CHUNKS_MAX */
 static int n_chunks(int d) {
@@ -51,6 +53,10 @@ void rq_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float
     rq_blas_single();
     if (M <= 0 || N <= 0) return;
     bool split_m = M >= N;
+    if ((double)M * N * K < SMALL) { /* not worth a thread: one call here, the same bits */
+        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
     gemm_job g = {ta, tb, M, N, K, lda, ldb, ldc, n_chunks(split_m ? M : N), split_m, alpha, beta, A, B, C};
     rq_parallel_for(g.parts, gemm_parts, &g);
 }
