@@ -43,6 +43,12 @@ def paired(a, b):
     return m, math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1) / n)
 
 
+def mean_sd(xs):
+    """mean of xs and their sample standard deviation (None for a single value)"""
+    m = sum(xs) / len(xs)
+    return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else None)
+
+
 def verdict(d, se):
     """'better' (b below a), 'worse' or 'n.s.' by the two-standard-error rule"""
     if d < -2 * se:

@@ -14,15 +14,7 @@ import os
 import re
 import sys
 
-from pairing import paired, read_nll as nll, verdict
-
-
-def load_rows(path):
-    rows = {}
-    for line in open(path):
-        r = json.loads(line)
-        rows[r["label"]] = r
-    return rows
+from pairing import paired, read_nll as nll, read_results, verdict
 
 
 def pair_runs(qdir, chunks, a_label, b_label):
@@ -53,7 +45,7 @@ print("| rotation | bits | K | calib. tokens | compute × | bpw (linear) | PPL |
 print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 args = sys.argv[1:]
 for qdir, res in zip(args[::2], args[1::2]):
-    rows = load_rows(res)
+    rows = read_results(res)
     tag = os.path.basename(qdir.rstrip("/"))
     rot = "RH" if "-rh-" in tag else "RO" if "-ro-" in tag else "DFRot" if "-dfrot-" in tag else "none"
     for label, r in rows.items():
@@ -109,7 +101,7 @@ for qdir, res in zip(args[::2], args[1::2]):
 # true-sequential (-ts) against the default, and the block / model targets against the MLP's
 pairs_done = False
 for qdir, res in zip(args[::2], args[1::2]):
-    rows = load_rows(res)
+    rows = read_results(res)
     for label in rows:
         t = re.match(r"gptq-w(\d)pc-sym-ts(\.n\d+)?$", label)  # true-sequential against the default
         rot = re.match(r"rep-w(\d)-k(\d+)-rot(-s\d+)?(\.n\d+)?$", label)  # a rotation ensemble against factor replicas

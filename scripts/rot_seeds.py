@@ -23,7 +23,7 @@ import math
 import os
 import sys
 
-from pairing import read_results, verdict
+from pairing import mean_sd, read_results, verdict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,9 +66,8 @@ def main():
     kinds = {}
     for rot in (a.rot_a, a.rot_b):
         per = [row(a.model, rot, s, a.label, a.chunks, a.windows) for s in seeds]
-        d = [p["dnll"] for p in per]
-        m = sum(d) / n
-        kinds[rot] = {"per_seed": per, "mean": m, "sd_over_seeds": math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1))}
+        m, sd = mean_sd([p["dnll"] for p in per])
+        kinds[rot] = {"per_seed": per, "mean": m, "sd_over_seeds": sd}
     A, B = kinds[a.rot_a], kinds[a.rot_b]
     diff = B["mean"] - A["mean"]
     se = math.sqrt(A["sd_over_seeds"] ** 2 / n + B["sd_over_seeds"] ** 2 / n)

@@ -23,11 +23,10 @@ warning on stderr) and leaves the label unresolved; no BASE run on any seed is
 an error. Environment: REPLIQ_CACHE (default ~/.cache/repliq)."""
 import argparse
 import json
-import math
 import os
 import sys
 
-from pairing import paired, read_nll as nll, read_results as results, verdict
+from pairing import mean_sd, paired, read_nll as nll, read_results as results, verdict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -98,9 +97,7 @@ def main():
         got = [d for d in ds if d is not None]
         row["n"] = len(got)
         if got:
-            row["mean"] = sum(got) / len(got)
-            row["sd_over_seeds"] = (math.sqrt(sum((d - row["mean"]) ** 2 for d in got) / (len(got) - 1))
-                                    if len(got) > 1 else None)
+            row["mean"], row["sd_over_seeds"] = mean_sd(got)
         if len(got) < len(seeds):
             row["verdict"] = "unresolved (missing seed)"
         elif all(verdict(d, se) == "better" for d, se in zip(ds, ses)):
