@@ -103,6 +103,7 @@ int rq_dfrot_step(const float *X, const float *w, int64_t rows, int64_t n, const
     float *S = rq_malloc((size_t)n * sizeof *S), *sup = rq_malloc((size_t)n * sizeof *sup);
     float *A = rq_malloc((size_t)(n * n) * sizeof *A);
     memcpy(A, M, (size_t)(n * n) * sizeof *A);
+    rq_blas_single(); /* LAPACK on one OpenBLAS thread: the same bits at any -t */
     lapack_int info = LAPACKE_sgesvd(LAPACK_ROW_MAJOR, 'A', 'A', (lapack_int)n, (lapack_int)n, A, (lapack_int)n, S, U,
                                      (lapack_int)n, VT, (lapack_int)n, sup);
     int rc = 0;

@@ -53,7 +53,7 @@ void rq_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float
     rq_blas_single();
     if (M <= 0 || N <= 0) return;
     bool split_m = M >= N;
-    if ((double)M * N * K < SMALL) { /* not worth a thread: one call here, the same bits */
+    if ((double)M * N * K < SMALL) { /* not worth a thread: one call here (a rule on the shape alone) */
         cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }

@@ -291,6 +291,7 @@ static int random_orthogonal(int64_t m, uint64_t seed, float *q) {
         for (int64_t i = 0; i < m; i++)
             q[i + j * m] = (float)gauss(&r);
     }
+    rq_blas_single(); /* LAPACK on one OpenBLAS thread: the same bits at any -t */
     lapack_int info = LAPACKE_sgeqrf(LAPACK_COL_MAJOR, lm, lm, q, lm, tau);
     for (int64_t j = 0; info == 0 && j < m; j++)
         d[j] = q[j + j * m] < 0.0f ? -1.0f : 1.0f;

@@ -238,6 +238,7 @@ static void reverse(float *a, int64_t len) {
 static int inverse_factor(float *H, int64_t n, float damp) {
     lapack_int ln = (lapack_int)n;
     reverse(H, n * n);
+    rq_blas_single(); /* LAPACK on one OpenBLAS thread: the same bits at any -t */
     lapack_int info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', ln, H, ln);
     if (info != 0)
         return rq_fail("the damped Hessian is not positive definite (Cholesky stopped at column %lld of %lld); "

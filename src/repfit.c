@@ -98,6 +98,7 @@ static int solve_spd(double *G, double *g, int n) {
     if (!(tr > 0) || !isfinite(tr)) return -1;
     for (int i = 0; i < n; i++)
         G[i * n + i] += 1e-9 * tr / n;
+    rq_blas_single(); /* LAPACK on one OpenBLAS thread: the same bits at any -t */
     return LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', n, 1, G, n, g, 1) == 0 ? 0 : -1;
 }
 

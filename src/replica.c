@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "hadamard.h"
 #include "le.h"
 #include "qformat.h"
@@ -172,6 +173,7 @@ static bool rank1(const uint16_t *v, int K, int64_t n, double tol) {
     for (int i = 0; i < K; i++)
         tot += G[i * K + i];
     if (tot == 0) return true;
+    rq_blas_single(); /* LAPACK on one OpenBLAS thread: the same bits at any -t */
     if (LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'N', 'U', K, G, K, ev) != 0) return false;
     return tot - ev[K - 1] <= tol * tol * tot; /* eigenvalues ascending */
 }

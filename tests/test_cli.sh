@@ -54,30 +54,24 @@ if [ -f "$model" ]; then
     [ ! -e "$tmp/o.gguf" ] && [ ! -e "$tmp/o.gguf.tmp" ] && pass test_cli_quantize_nothing_left || fail test_cli_quantize_nothing_left "output left behind"
     expect test_cli_ppl_bad_act "act bits" "$bin" ppl -m "$model" -f "$tmp/short.txt" --abits 1 --quiet
     expect test_cli_kl_base_bad "bad magic\|cannot open" "$bin" ppl -m "$model" -f "$tmp/short.txt" --kl-base "$tmp/short.txt" --quiet
-    # The thread count does not change a result (src/gemm.c): GPTQ on blocks 0 and 1 from one
-    # window of 64 tokens, and the per-token NLLs of one ppl chunk, with 1 and with 3 threads.
+    # The thread count does not change a quantized file (src/gemm.c): GPTQ on blocks 0 and 1 from
+    # one window of 64 tokens with 1 and with 3 threads (the files differed before session 11).
     data=${REPLIQ_DATA:-}
-    if [ -n "$data" ] && [ -f "$data/wiki.test.raw" ]; then
+    if [ -n "$data" ] && [ -f "$data/c4-en-validation-sample-2000.jsonl.xz" ]; then
         printf '%s' '{"repliq_recipe": 1, "method": "gptq", "bits": 2, "sym": true, "group": "per_channel",
           "calib": {"n": 1, "len": 64},
           "overrides": [{"pattern": "blk.[2-9]*", "method": "keep"}, {"pattern": "blk.1[0-9].*", "method": "keep"}]}' >"$tmp/thr.json"
         for t in 1 3; do
             "$bin" quantize -m "$model" --recipe "$tmp/thr.json" -o "$tmp/thr$t.gguf" -t "$t" >/dev/null 2>"$tmp/thr$t.err" || cat "$tmp/thr$t.err"
-            "$bin" ppl -m "$model" -f "$data/wiki.test.raw" -c 128 --chunks 1 -t "$t" --quiet --nll-save "$tmp/thr$t.nll" >/dev/null 2>&1
         done
         if [ -s "$tmp/thr1.gguf" ] && cmp -s "$tmp/thr1.gguf" "$tmp/thr3.gguf" && ! cmp -s "$tmp/thr1.gguf" "$model"; then
             pass test_cli_quantize_threads_same
         else
             fail test_cli_quantize_threads_same "quantized files from -t 1 and -t 3 differ or are missing"
         fi
-        if [ -s "$tmp/thr1.nll" ] && cmp -s "$tmp/thr1.nll" "$tmp/thr3.nll"; then
-            pass test_cli_ppl_threads_same
-        else
-            fail test_cli_ppl_threads_same "per-token NLLs from -t 1 and -t 3 differ or are missing"
-        fi
     else
-        for t in quantize_threads_same ppl_threads_same; do echo "SKIP test_cli_$t: REPLIQ_DATA not set"; done
+        echo "SKIP test_cli_quantize_threads_same: REPLIQ_DATA not set or without the C4 sample"
     fi
 else
-    for t in empty_text not_utf8 short_text missing_text kl_base_bad quantize_no_calib quantize_nothing_left ppl_bad_act quantize_threads_same ppl_threads_same; do echo "SKIP test_cli_$t: smollm2-135m not cached"; done
+    for t in empty_text not_utf8 short_text missing_text kl_base_bad quantize_no_calib quantize_nothing_left ppl_bad_act quantize_threads_same; do echo "SKIP test_cli_$t: smollm2-135m not cached"; done
 fi

@@ -2,6 +2,7 @@
  * objective, matches RTN for diagonal H, rounds without bias, refuses bad H. */
 #include <math.h>
 
+#include "forward.h"
 #include "quant.h"
 #include "rq_test.h"
 #include "util.h"
@@ -315,6 +316,56 @@ static void test_seeds_reproducible(void) {
     layer_free(&L);
 }
 
+/* (3b) The thread count does not change GPTQ's result: the Hessian's product (one batch of
+ * 2,000 rows), the Cholesky factor of its 1536 columns and the lazy updates give the same
+ * Hessian, codes and scales with 1, 2 and 3 threads. */
+static void test_threads_same(void) {
+    enum { ROWS = 48, COLS = 1536, N = 2000 };
+    rq_rng rng;
+    rq_rng_seed(&rng, 9, 0);
+    float *x = rq_malloc((size_t)N * COLS * sizeof *x), *w = rq_malloc((size_t)ROWS * COLS * sizeof *w);
+    for (int64_t t = 0; t < N; t++) { /* neighbouring channels correlated, every 41st an outlier */
+        float prev = 0;
+        for (int64_t j = 0; j < COLS; j++) {
+            float z = gauss(&rng);
+            x[t * COLS + j] = (z + 0.7f * prev) * (j % 41 == 3 ? 12.0f : 1.0f);
+            prev = z;
+        }
+    }
+    for (int64_t i = 0; i < ROWS * COLS; i++)
+        w[i] = 0.02f * gauss(&rng);
+    rq_grid g = grid(2, true, 0);
+    rq_gptq_opts o = rq_gptq_opts_default();
+    o.act_order = true;
+    rq_gptq *h[3];
+    rq_qtensor t[3];
+    int made = 0;
+    for (; made < 3; made++) {
+        rq_set_threads(made + 1);
+        h[made] = rq_gptq_new(COLS);
+        rq_gptq_add_batch(h[made], x, N);
+        if (rq_gptq_quantize(h[made], &g, &o, w, ROWS, COLS, 3, 0, &t[made]) != 0) {
+            rq_gptq_free(h[made]);
+            break;
+        }
+    }
+    rq_set_threads(2);
+    CHECKF(made == 3, "GPTQ failed with %d threads: %s", made + 1, rq_error());
+    for (int i = 1; i < made; i++) {
+        CHECKF(!memcmp(rq_gptq_hessian(h[0]), rq_gptq_hessian(h[i]), (size_t)COLS * COLS * sizeof(float)),
+               "%d threads: another Hessian than with one", i + 1);
+        CHECKF(!memcmp(t[0].q, t[i].q, (size_t)ROWS * COLS) &&
+                   !memcmp(t[0].scale, t[i].scale, (size_t)(ROWS * t[0].n_groups) * 2),
+               "%d threads: other codes or scales than with one", i + 1);
+    }
+    for (int i = 0; i < made; i++) {
+        rq_qtensor_free(&t[i]);
+        rq_gptq_free(h[i]);
+    }
+    free(x);
+    free(w);
+}
+
 /* (4) rq_layer_error is ||(What - W) X^T||^2 / N, computed here directly. */
 static void test_layer_error_direct(void) {
     layer L;
@@ -482,6 +533,7 @@ int main(void) {
     RUN(test_binres_rtn);
     RUN(test_stochastic_unbiased);
     RUN(test_seeds_reproducible);
+    RUN(test_threads_same);
     RUN(test_layer_error_direct);
     RUN(test_rtn_bits_and_groups);
     RUN(test_bad_hessian_refused);
