@@ -420,6 +420,14 @@ static void test_recipe_files(void) {
         /* -ts: GPTQ's true-sequential input collection */
         CHECKF(r.calib_true_seq == (strstr(r.name, "-ts") != NULL), "%s: true_sequential %d", e->d_name,
                r.calib_true_seq);
+        /* -kv4: attn_k and attn_v at 4 bits (llama.cpp's low-bit mixes raise attn_v likewise) */
+        rq_tensor_recipe tk, tv;
+        rq_recipe_for_tensor(&r, "blk.3.attn_k.weight", &tk);
+        rq_recipe_for_tensor(&r, "blk.3.attn_v.weight", &tv);
+        bool kv4 = strstr(r.name, "-kv4") != NULL;
+        CHECKF(kv4 ? tk.grid.bits == 4 && tv.grid.bits == 4
+                   : tk.grid.bits == r.base.grid.bits && tv.grid.bits == r.base.grid.bits,
+               "%s: attn_k %d bits, attn_v %d bits", e->d_name, tk.grid.bits, tv.grid.bits);
         rq_tensor_recipe up;
         rq_recipe_for_tensor(&r, "blk.0.ffn_up.weight", &up);
         if (mlp || mt)
@@ -447,7 +455,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 55, "%d recipe files", n);
+    CHECKF(n == 56, "%d recipe files", n);
 }
 
 int main(void) {
