@@ -13,7 +13,7 @@ void rq_blas_single(void) { pthread_once(&blas_once, blas_one); }
 
 /* chunks of at least CHUNK_MIN rows or columns, at most CHUNKS_MAX of them; products under
  * SMALL multiply-adds run on the calling thread (starting a thread costs tens of microseconds) */
-enum { CHUNK_MIN = 64, CHUNKS_MAX = 16, SYRK_TILE = 128, SMALL = 1 << 21 };
+enum { CHUNK_MIN = 256, CHUNKS_MAX = 16, SYRK_TILE = 128, SMALL = 1 << 21 };
 
 /* chunks of [0, d): as many as d / CHUNK_MIN allows, at most CHUNKS_MAX */
 static int n_chunks(int d) {
