@@ -109,12 +109,13 @@ case "$(cd "$OUT" && pwd -P)/" in "$(cd "$REPO" && pwd -P)/"*) die "LQ_DIR $OUT 
 # sha256 when it is at most 64 MiB (text data: a re-provisioned data folder with new mtimes and the
 # same bytes keeps every step), its mtime when larger (models: hashing 7 GB would cost a minute)
 key() {
-    local sep=0 a
+    local sep=0 a size
     for a in "$@"; do
         if [ "$a" = -- ]; then sep=1; continue; fi
-        if [ $sep = 0 ]; then printf '%s ' "$a"
-        elif [ "$(stat -c %s "$a")" -le $((64 << 20)) ]; then
-            printf '%s %s sha256:%s\n' "$a" "$(stat -c %s "$a")" "$(sha256sum < "$a" | cut -d' ' -f1)"
+        if [ $sep = 0 ]; then printf '%s ' "$a"; continue; fi
+        size=$(stat -c %s "$a")
+        if [ "$size" -le $((64 << 20)) ]; then
+            printf '%s %s sha256:%s\n' "$a" "$size" "$(sha256sum < "$a" | cut -d' ' -f1)"
         else stat -c '%n %s %Y' "$a"; fi
     done
     echo
