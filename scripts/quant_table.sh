@@ -9,7 +9,8 @@
 # protocol windows of 2048 ("all" likewise). Outputs under $REPLIQ_CACHE/quant/<model>
 # (default ~/.cache/repliq). An entry "RECIPE.json@a8" evaluates RECIPE's file with
 # 8-bit activations (@a8, @a4kv4; @a4kv4km keeps the tokens whose residual RMS is over 20x the
-# median at f16, the "massive activations kept in 16-bit" ablation). CALIB_N=4 uses 4 calibration
+# median at f16, the "massive activations kept in 16-bit" ablation; @a4kv4u quantizes the keys
+# without the K projection's bias, which Qwen2 needs). CALIB_N=4 uses 4 calibration
 # windows instead of the recipe's. MODEL_FILE=F quantizes F (e.g. a rotated copy of
 # MODEL, see scripts/rot_table.sh) under the name MODEL_TAG, still measured against
 # MODEL's reference. Each quantized tensor's error and bits go to
@@ -55,6 +56,7 @@ for spec in "$@"; do
         a8) flags="--abits 8" ;;
         a4kv4) flags="--abits 4 --kvbits 4" ;;
         a4kv4km) flags="--abits 4 --kvbits 4 --keep-massive 20" ;;  # massive-activation tokens kept at f16
+        a4kv4u) flags="--abits 4 --kvbits 4 --kv-unbias" ;;  # keys quantized without the K bias (Qwen2)
         *) echo "quant_table: unknown activation setting @$act" >&2; exit 2 ;;
     esac
     label=$name$tag${act:+@$act}

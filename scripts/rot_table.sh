@@ -3,7 +3,7 @@
 # f32 into the cache) and run scripts/quant_table.sh on the rotated copy, measured
 # against MODEL's own reference (KL and paired NLL). Results go to
 # results/quant-<model>-<rot>-l<CHUNKS>-g<WINDOWS>.jsonl ("none" = the model as is).
-#   scripts/rot_table.sh MODEL CHUNKS WINDOWS "none rh ro" RECIPE[@a8|@a4kv4]...
+#   scripts/rot_table.sh MODEL CHUNKS WINDOWS "none rh ro" RECIPE[@a8|@a4kv4|@a4kv4u]...
 # A rotation name is one of:
 #   none        no rotation
 #   rh, ro      R1 and R2 of that kind (random Hadamard / random orthogonal), seed $ROT_SEED (0),

@@ -17,6 +17,8 @@ typedef struct {
      * unlike a channel, survives rotation). 0 = off. Set by ppl --keep-massive
      * only: neither recipes nor files carry it. */
     float keep_massive;
+    bool kv_unbias; /* quantize keys without the K projection's bias (its image at each position,
+                       after RoPE and R3, is added back exactly); no effect on models without one */
 } rq_actq;
 
 /* Validate; the message names the field. */

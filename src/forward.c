@@ -19,9 +19,12 @@ struct rq_fwd {
     rq_orth *r3, *r4; /* online rotations (NULL: none) */
     int n_ctx;
     float *x, *h, *q, *k, *v, *att, *scores, *g, *u;
+    float *kb; /* [n_ctx, Dkv] the K bias after RoPE (and R3) per position; made when actq.kv_unbias first needs it */
     uint8_t *massive; /* [n_ctx] tokens kept at 16 bits in this block (actq.keep_massive) */
     bool any_massive;
     float *rope_cos, *rope_sin; /* [n_ctx, head_dim/2] */
+    rq_fwd_kv_hook kv_hook;
+    void *kv_ctx;
 };
 
 void rq_set_threads(int n) {
@@ -41,6 +44,11 @@ rq_fwd *rq_fwd_new(const rq_model *m, int n_ctx) {
 }
 
 void rq_fwd_set_actq(rq_fwd *f, const rq_actq *a) { f->actq = *a; }
+
+void rq_fwd_set_kv_hook(rq_fwd *f, rq_fwd_kv_hook hook, void *ctx) {
+    f->kv_hook = hook;
+    f->kv_ctx = ctx;
+}
 
 int rq_fwd_set_online(rq_fwd *f, const rq_online_rot *on) {
     rq_orth_free(f->r3);
@@ -95,6 +103,7 @@ void rq_fwd_free(rq_fwd *f) {
     free(f->scores);
     free(f->g);
     free(f->u);
+    free(f->kb);
     free(f->massive);
     free(f->rope_cos);
     free(f->rope_sin);
@@ -249,6 +258,33 @@ static void flag_massive(rq_fwd *f, const float *x, int n, int E) {
     free(srt);
 }
 
+/* Simulated K/V cache. With actq.kv_unbias the K cache holds each key minus
+ * its bias's image at that position (RoPE, then R3), which a kernel adds back
+ * exactly: Qwen2's K bias reaches |354| on a few channels where the rest of the
+ * key stays under 10, so a per-token range spent on it leaves the rest no levels. */
+static void quantize_kv(rq_fwd *f, const rq_layer *L, int layer, int n) {
+    const rq_config *c = &f->cfg;
+    int bits = f->actq.kv_bits;
+    int64_t D = (int64_t)c->n_head_kv * c->head_dim, nD = n * D;
+    bool unbias = bits != 0 && bits != 16 && f->actq.kv_unbias && L->k.b;
+    if (L->k.b && (unbias || f->kv_hook)) {
+        if (!f->kb) f->kb = rq_malloc((size_t)f->n_ctx * (size_t)D * sizeof(float));
+        for (int t = 0; t < n; t++)
+            memcpy(f->kb + t * D, L->k.b, (size_t)D * sizeof(float));
+        rope(f, f->kb, n, c->n_head_kv, c->head_dim, c->arch->rope_neox);
+        if (f->r3) rq_orth_apply(f->r3, f->kb, (int64_t)n * c->n_head_kv);
+    }
+    if (f->kv_hook) f->kv_hook(f->kv_ctx, layer, f->k, L->k.b ? f->kb : NULL, n);
+    if (unbias)
+        for (int64_t i = 0; i < nD; i++)
+            f->k[i] -= f->kb[i];
+    rq_kvq_tokens(f->k, n, c->n_head_kv, c->head_dim, bits);
+    if (unbias)
+        for (int64_t i = 0; i < nD; i++)
+            f->k[i] += f->kb[i];
+    rq_kvq_tokens(f->v, n, c->n_head_kv, c->head_dim, bits);
+}
+
 /* One block; last < RQ_HOOK_COUNT stops after the hook at that point (x then
  * holds what the block has added so far). */
 static void layer_fwd(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_fwd_hook hook, void *ctx, int last) {
@@ -269,8 +305,7 @@ static void layer_fwd(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, 
         rq_orth_apply(f->r3, f->q, (int64_t)n * c->n_head);
         rq_orth_apply(f->r3, f->k, (int64_t)n * c->n_head_kv);
     }
-    rq_kvq_tokens(f->k, n, c->n_head_kv, c->head_dim, f->actq.kv_bits);
-    rq_kvq_tokens(f->v, n, c->n_head_kv, c->head_dim, f->actq.kv_bits);
+    quantize_kv(f, L, layer, n);
     attention(f, n);
     act_in(f, f->att, n, Dq);
     if (hook) hook(ctx, layer, RQ_HOOK_O_IN, f->att, n, Dq);

@@ -36,6 +36,12 @@ void rq_fwd_layer(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_f
 void rq_fwd_layer_until(rq_fwd *f, const rq_layer *L, int layer, float *x, int n, rq_hook_point last, rq_fwd_hook hook,
                         void *ctx);
 
+/* Called in each block with its keys k[n, n_head_kv * head_dim] just before the
+ * simulated K cache quantizes them (after RoPE and R3), and kb, the K bias's image
+ * at each position (NULL when the layer has no K bias): repliq inspect kv. */
+typedef void (*rq_fwd_kv_hook)(void *ctx, int layer, const float *k, const float *kb, int n);
+void rq_fwd_set_kv_hook(rq_fwd *f, rq_fwd_kv_hook hook, void *ctx);
+
 /* Run tokens[0..n) at positions 0..n-1 (n <= n_ctx) and leave the final-norm
  * hidden states [n, n_embd] in the returned buffer (owned by f). */
 const float *rq_fwd_hidden(rq_fwd *f, const int32_t *tokens, int n);

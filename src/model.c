@@ -296,10 +296,12 @@ static int load_actq(const rq_gguf *g, rq_actq *a) {
     a->a_clip = 1.0f;
     a->a_bf16 = false;
     a->kv_bits = 0;
+    a->kv_unbias = false;
     if (rq_gguf_get_int(g, "repliq.act.bits", &v) == 0) a->a_bits = (int)v;
     if (rq_gguf_get_float(g, "repliq.act.clip", &d) == 0) a->a_clip = (float)d;
     if (rq_gguf_get_bool(g, "repliq.act.bf16", &b) == 0) a->a_bf16 = b;
     if (rq_gguf_get_int(g, "repliq.kv.bits", &v) == 0) a->kv_bits = (int)v;
+    if (rq_gguf_get_bool(g, "repliq.kv.unbias", &b) == 0) a->kv_unbias = b;
     a->keep_massive = 0.0f; /* an evaluation ablation: set by ppl --keep-massive only */
     if (rq_actq_check(a)) return rq_fail_ctx("%s: metadata repliq.act / repliq.kv", g->path);
     return 0;

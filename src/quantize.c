@@ -448,6 +448,7 @@ static void set_metadata(rq_gguf_writer *w, const rq_gguf *g, const rq_recipe *r
     rq_gguf_set_f32(w, "repliq.act.clip", r->act.a_clip);
     rq_gguf_set_bool(w, "repliq.act.bf16", r->act.a_bf16);
     rq_gguf_set_u32(w, "repliq.kv.bits", (uint32_t)r->act.kv_bits);
+    if (r->act.kv_unbias) rq_gguf_set_bool(w, "repliq.kv.unbias", true); /* absent = false, as files before it */
     if (cal) {
         const char *base = cal->path ? strrchr(cal->path, '/') : NULL;
         rq_gguf_set_str(w, "repliq.calib.file", base ? base + 1 : cal->path ? cal->path : "(given as tokens)");

@@ -37,6 +37,7 @@ void rq_recipe_default(rq_recipe *r) {
     r->act.a_clip = 1.0f;
     r->act.a_bf16 = false;
     r->act.kv_bits = 0;
+    r->act.kv_unbias = false;
     r->mlp_train_on = false;
     r->mlp_train = rq_mlptrain_default();
 }
@@ -396,8 +397,10 @@ static int parse_kv(const char *src, const cJSON *obj, rq_recipe *r) {
     for (const cJSON *j = obj->child; j; j = j->next) {
         if (!strcmp(j->string, "bits")) {
             if (get_act_bits(src, "kv.bits", j, &r->act.kv_bits)) return -1;
+        } else if (!strcmp(j->string, "unbias")) {
+            if (get_bool(src, "kv.unbias", j, &r->act.kv_unbias)) return -1;
         } else
-            return unknown_key(src, "kv", j->string, "bits");
+            return unknown_key(src, "kv", j->string, "bits, unbias");
     }
     return 0;
 }
@@ -734,7 +737,8 @@ char *rq_recipe_to_json(const rq_recipe *r) {
     sb_printf(&b, ",\n  \"act\": {\"bits\": %d, \"clip\": ", r->act.a_bits);
     sb_float(&b, r->act.a_clip);
     sb_printf(&b, ", \"f16\": \"%s\"}", F16_NAMES[r->act.a_bf16]);
-    sb_printf(&b, ",\n  \"kv\": {\"bits\": %d}", r->act.kv_bits);
+    sb_printf(&b, ",\n  \"kv\": {\"bits\": %d%s}", r->act.kv_bits,
+              r->act.kv_unbias ? ", \"unbias\": true" : ""); /* left out when false: older outputs unchanged */
     if (r->mlp_train_on) { /* left out when off, as replicate is */
         const rq_mlptrain_opts *t = &r->mlp_train;
         sb_printf(&b, ",\n  \"mlp_train\": {\"steps\": %d, \"batch\": %d, \"eval_every\": %d, \"lr\": ", t->steps,

@@ -96,7 +96,7 @@ static void test_kv(void) {
 }
 
 static void test_check(void) {
-    rq_actq a = {8, 1.0f, false, 4, 0.0f};
+    rq_actq a = {.a_bits = 8, .a_clip = 1.0f, .kv_bits = 4};
     CHECK(rq_actq_check(&a) == 0);
     a.keep_massive = -1.0f;
     CHECK(rq_actq_check(&a) != 0 && strstr(rq_error(), "keep_massive"));

@@ -160,7 +160,7 @@ static void test_keep_massive(void) {
     float *lg[4];
     const float keep[4] = {0.0f, 1e30f, 1e-30f, 20.0f};
     for (int k = 0; k < 4; k++) {
-        m->actq = (rq_actq){k == 2 ? 16 : 4, 1.0f, false, 0, k == 2 ? 0.0f : keep[k]};
+        m->actq = (rq_actq){.a_bits = k == 2 ? 16 : 4, .a_clip = 1.0f, .keep_massive = k == 2 ? 0.0f : keep[k]};
         if (k == 2) m->actq.keep_massive = 0.0f;
         lg[k] = malloc(nl * sizeof(float));
         rq_fwd *f = rq_fwd_new(m, N);
@@ -168,7 +168,7 @@ static void test_keep_massive(void) {
         rq_fwd_free(f);
     }
     float *a16 = lg[2];
-    m->actq = (rq_actq){4, 1.0f, false, 0, 1e-30f}; /* every token kept: the same as A16 */
+    m->actq = (rq_actq){.a_bits = 4, .a_clip = 1.0f, .keep_massive = 1e-30f}; /* every token kept: the same as A16 */
     float *all = malloc(nl * sizeof(float));
     rq_fwd *f = rq_fwd_new(m, N);
     rq_fwd_logits(m, rq_fwd_hidden(f, tok, N), N, all);
@@ -184,6 +184,53 @@ static void test_keep_massive(void) {
     rq_model_free(m);
 }
 
+static float *logits_with(rq_model *m, const rq_actq *a, const int32_t *tok, int n) {
+    m->actq = *a;
+    float *lg = malloc((size_t)n * m->cfg.n_vocab * sizeof(float));
+    rq_fwd *f = rq_fwd_new(m, n);
+    rq_fwd_logits(m, rq_fwd_hidden(f, tok, n), n, lg);
+    rq_fwd_free(f);
+    return lg;
+}
+
+/* kv_unbias: a model without a K bias is unchanged bit for bit; on a qwen2 model
+ * whose K bias is raised to 300 on one channel per head (Qwen2.5-1.5B's reaches 354
+ * where the rest of its keys stay under 10), plain 4-bit keys spend their range on
+ * the bias and the logits drift far; keys quantized without it drift much less. */
+static void test_kv_unbias(void) {
+    enum { N = 40 };
+    int32_t tok[N];
+    for (int i = 0; i < N; i++)
+        tok[i] = (i * 37 + 11) % 97;
+    rq_actq plain = {.a_clip = 1.0f, .kv_bits = 4}, unb = plain, off = {.a_clip = 1.0f};
+    unb.kv_unbias = true;
+    rq_model *m = tiny("llama", RQ_GGML_F32, 4);
+    REQUIRE(m != NULL);
+    size_t nl = (size_t)N * m->cfg.n_vocab;
+    float *a = logits_with(m, &plain, tok, N), *b = logits_with(m, &unb, tok, N);
+    CHECK(memcmp(a, b, nl * sizeof(float)) == 0);
+    free(a);
+    free(b);
+    rq_model_free(m);
+
+    m = tiny("qwen2", RQ_GGML_F32, 4);
+    REQUIRE(m != NULL && m->layers[0].k.b != NULL);
+    int hd = m->cfg.head_dim;
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        for (int h = 0; h < m->cfg.n_head_kv; h++)
+            m->layers[l].k.b[h * hd + hd - 1] = 300.0f;
+    float *ref = logits_with(m, &off, tok, N);
+    a = logits_with(m, &plain, tok, N);
+    b = logits_with(m, &unb, tok, N);
+    double ep = rel_err(a, ref, nl), eu = rel_err(b, ref, nl);
+    printf("  K bias 300: 4-bit keys drift %.3g, without their bias %.3g\n", ep, eu);
+    CHECK(eu > 0 && eu * 5 < ep);
+    free(ref);
+    free(a);
+    free(b);
+    rq_model_free(m);
+}
+
 int main(void) {
     RUN(test_llama_batched_vs_ref);
     RUN(test_qwen2_batched_vs_ref);
@@ -193,5 +240,6 @@ int main(void) {
     RUN(test_ppl_protocol_counts);
     RUN(test_gptq_text);
     RUN(test_keep_massive);
+    RUN(test_kv_unbias);
     TEST_EXIT();
 }

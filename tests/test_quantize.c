@@ -743,12 +743,41 @@ static void test_refusals(void) {
     unlink(src_path);
 }
 
+/* The recipe's activation and KV quantization travel in the file's metadata and
+ * are what a loaded model evaluates with; kv.unbias is absent (false) by default. */
+static void test_act_metadata(void) {
+    REQUIRE(write_src("qwen2") == 0);
+    for (int u = 0; u < 2; u++) {
+        rq_recipe r;
+        rq_recipe_default(&r);
+        r.base.method = RQ_METHOD_RTN;
+        r.act.a_bits = 8;
+        r.act.kv_bits = 4;
+        r.act.kv_unbias = u;
+        rq_quant_report rep;
+        REQUIRE(quantize(&r, out_path, &rep) == 0);
+        rq_gguf *g;
+        bool b = false;
+        REQUIRE(rq_gguf_open(out_path, &g) == 0);
+        CHECKF((rq_gguf_get_bool(g, "repliq.kv.unbias", &b) == 0) == u && b == u, "unbias %d", u);
+        rq_gguf_close(g);
+        rq_model *m;
+        REQUIRE(rq_model_load(out_path, &m) == 0);
+        CHECK(m->actq.a_bits == 8 && m->actq.kv_bits == 4 && m->actq.kv_unbias == u);
+        rq_model_free(m);
+        rq_recipe_free(&r);
+    }
+    unlink(out_path);
+    unlink(src_path);
+}
+
 int main(void) {
     snprintf(src_path, sizeof src_path, "/tmp/rq_tq_src_%d.gguf", (int)getpid());
     snprintf(out_path, sizeof out_path, "/tmp/rq_tq_out_%d.gguf", (int)getpid());
     snprintf(out2_path, sizeof out2_path, "/tmp/rq_tq_out2_%d.gguf", (int)getpid());
     RUN(test_formats_load_and_evaluate);
     RUN(test_same_seed_same_bytes);
+    RUN(test_act_metadata);
     RUN(test_gptq_beats_rtn);
     RUN(test_embeddings_override);
     RUN(test_replicated_file);

@@ -20,7 +20,7 @@ static const char *GOOD =
     " \"round\": \"stochastic\", \"noise\": 0.1, \"damp\": 0.05, \"block\": 64, \"act_order\": true,\n"
     " \"static_groups\": true, \"seed\": 1234,\n"
     " \"calib\": {\"n\": 4, \"len\": 512, \"feed\": \"reference\", \"true_sequential\": true},\n"
-    " \"act\": {\"bits\": 8, \"clip\": 0.9, \"f16\": \"bf16\"}, \"kv\": {\"bits\": 4},\n"
+    " \"act\": {\"bits\": 8, \"clip\": 0.9, \"f16\": \"bf16\"}, \"kv\": {\"bits\": 4, \"unbias\": true},\n"
     " \"overrides\": [{\"pattern\": \"token_embd.weight\", \"method\": \"keep\"},\n"
     "               {\"pattern\": \"blk.*.ffn_down.weight\", \"bits\": 3, \"group\": 64},\n"
     "               {\"pattern\": \"blk.0.*\", \"bits\": 4, \"mse\": false},\n"
@@ -35,7 +35,7 @@ static void test_parse_good(void) {
     CHECK(r.base.grid.offset == 0.25f && r.base.grid.round == RQ_ROUND_STOCHASTIC && r.base.grid.noise == 0.1f);
     CHECK(r.base.gptq.damp == 0.05f && r.base.gptq.block == 64 && r.base.gptq.act_order && r.base.gptq.static_groups);
     CHECK(r.seed == 1234 && r.calib_n == 4 && r.calib_len == 512 && r.calib_feed_ref && r.calib_true_seq);
-    CHECK(r.act.a_bits == 8 && r.act.a_clip == 0.9f && r.act.a_bf16 && r.act.kv_bits == 4);
+    CHECK(r.act.a_bits == 8 && r.act.a_clip == 0.9f && r.act.a_bf16 && r.act.kv_bits == 4 && r.act.kv_unbias);
     REQUIRE(r.n_ov == 4);
     CHECK(!strcmp(r.ov[1].pattern, "blk.*.ffn_down.weight") && r.ov[1].set == (RQ_OV_BITS | RQ_OV_GROUP));
     CHECK(r.ov[3].r.grid.group == 0 && r.ov[3].set == (RQ_OV_METHOD | RQ_OV_BITS | RQ_OV_GROUP));
@@ -51,7 +51,7 @@ static void test_parse_good(void) {
     CHECK(r.base.gptq.damp == o.damp && r.base.gptq.block == o.block && r.base.gptq.act_order == o.act_order &&
           r.base.gptq.static_groups == o.static_groups);
     CHECK(r.seed == 0 && r.calib_n == 8 && r.calib_len == 2048 && !r.calib_feed_ref && !r.calib_true_seq);
-    CHECK(r.act.a_bits == 0 && r.act.a_clip == 1.0f && r.act.kv_bits == 0 && r.n_ov == 0);
+    CHECK(r.act.a_bits == 0 && r.act.a_clip == 1.0f && r.act.kv_bits == 0 && !r.act.kv_unbias && r.n_ov == 0);
     rq_recipe_free(&r);
 }
 
@@ -77,7 +77,7 @@ static void test_refusals(void) {
     refused(V "\"grop\": 64}", "unknown key 'grop' at the top level", "known keys:");
     refused(V "\"calib\": {\"n\": 4, \"lenght\": 5}}", "unknown key 'lenght' in calib", NULL);
     refused(V "\"act\": {\"bits\": 8, \"kv\": 4}}", "unknown key 'kv' in act", NULL);
-    refused(V "\"kv\": {\"bits\": 4, \"clip\": 1}}", "unknown key 'clip' in kv", NULL);
+    refused(V "\"kv\": {\"bits\": 4, \"clip\": 1}}", "unknown key 'clip' in kv", "bits, unbias");
     refused(V "\"bits\": 0}", "recipe.json: 'bits' = 0 is out of range (1..8)", NULL);
     refused(V "\"bits\": 9}", "'bits' = 9 is out of range (1..8)", NULL);
     refused(V "\"bits\": 2.5}", "'bits' must be an integer", NULL);
@@ -108,6 +108,7 @@ static void test_refusals(void) {
     refused(V "\"act\": {\"clip\": 1.5}}", "'act.clip' = 1.5", NULL);
     refused(V "\"act\": {\"f16\": \"fp16\"}}", "'act.f16'", NULL);
     refused(V "\"kv\": {\"bits\": 1}}", "'kv.bits' = 1", NULL);
+    refused(V "\"kv\": {\"bits\": 4, \"unbias\": 1}}", "'kv.unbias' must be true or false", NULL);
     refused(V "\"overrides\": {}}", "'overrides' must be an array, got an object", NULL);
     refused(V "\"overrides\": [\"x\"]}", "'overrides[0]' must be an object", NULL);
     refused(V "\"overrides\": [{\"bits\": 3}]}", "overrides[0] has no 'pattern'", NULL);
@@ -203,7 +204,8 @@ static bool recipe_eq(const rq_recipe *a, const rq_recipe *b) {
         a->seed == b->seed && a->calib_n == b->calib_n && a->calib_len == b->calib_len &&
         a->calib_feed_ref == b->calib_feed_ref && a->calib_true_seq == b->calib_true_seq &&
         a->act.a_bits == b->act.a_bits && a->act.a_clip == b->act.a_clip && a->act.a_bf16 == b->act.a_bf16 &&
-        a->act.kv_bits == b->act.kv_bits && a->n_ov == b->n_ov && a->mlp_train_on == b->mlp_train_on &&
+        a->act.kv_bits == b->act.kv_bits && a->act.kv_unbias == b->act.kv_unbias && a->n_ov == b->n_ov &&
+        a->mlp_train_on == b->mlp_train_on &&
         (!a->mlp_train_on || (a->mlp_train.steps == b->mlp_train.steps && a->mlp_train.batch == b->mlp_train.batch &&
                               a->mlp_train.eval_every == b->mlp_train.eval_every &&
                               a->mlp_train.lr == b->mlp_train.lr && a->mlp_train.target == b->mlp_train.target &&

@@ -1,11 +1,14 @@
 /* cmd_inspect.c - repliq inspect: looks inside a model on a text. "acts" prints
- * the massive-activation statistics of acts.h per layer. */
+ * the massive-activation statistics of acts.h per layer; "kv" what the keys hold
+ * and what a simulated low-bit K cache loses, with and without the K bias. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "actq.h"
 #include "acts.h"
 #include "cli.h"
 #include "forward.h"
@@ -16,14 +19,19 @@
 #include "util.h"
 
 static int inspect_acts(int argc, char **argv);
+static int inspect_kv(int argc, char **argv);
 
 int cmd_inspect(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "acts")) return inspect_acts(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "kv")) return inspect_kv(argc - 1, argv + 1);
     if (argc >= 2) fprintf(stderr, "repliq inspect: unknown tool '%s'\n", argv[1]);
     fprintf(stderr, "usage: repliq inspect acts -m MODEL [-f TEXT] [-c CTX] [--chunks N] [--json OUT.json] [-t N]\n"
                     "                           [--massive-abs A] [--massive-ratio R]\n"
                     "  acts   massive activations: per layer, max |x| of the residual stream and the linear\n"
-                    "         inputs, its ratio to the median, where it is, and the channels that carry it\n");
+                    "         inputs, its ratio to the median, where it is, and the channels that carry it\n"
+                    "       repliq inspect kv -m MODEL [-f TEXT] [-c CTX] [--chunks N] [--bits B] [-t N]\n"
+                    "  kv     per layer: the K bias, the keys' largest values with and without it, and the\n"
+                    "         RMS error of B-bit keys (per head per token) with and without it\n");
     return 2;
 }
 
@@ -132,6 +140,32 @@ static float cli_float(const char *opt, const char *v) {
     return x;
 }
 
+/* Load the model and tokenize the text as llama-perplexity reads it; on failure
+ * nothing is left allocated and rq_error() says why. */
+static int load_model_text(const char *cmd, const char *mpath, const char *tpath, int threads, rq_model **m,
+                           int32_t **tok, size_t *n_tok) {
+    char *buf;
+    size_t len;
+    if (rq_read_file(tpath, &buf, &len)) return -1;
+    rq_set_threads(threads);
+    double t0 = rq_time();
+    if (rq_model_load(mpath, m)) {
+        free(buf);
+        return -1;
+    }
+    fprintf(stderr, "repliq %s: loaded %s (%s, %lld params) in %.1fs\n", cmd, mpath, (*m)->cfg.arch->name,
+            (long long)(*m)->n_params, rq_time() - t0);
+    rq_ppl_params pp = {.protocol = RQ_PPL_LLAMACPP};
+    int rc = rq_ppl_tokens(*m, &pp, buf, len, tok, n_tok);
+    free(buf);
+    if (rc) {
+        rq_fail_ctx("%s", tpath);
+        rq_model_free(*m);
+        return -1;
+    }
+    return 0;
+}
+
 static int inspect_acts(int argc, char **argv) {
     const char *cmd = "inspect acts", *model = NULL, *text = "wiki.test.raw", *json = NULL;
     rq_acts_params p = rq_acts_defaults();
@@ -177,29 +211,12 @@ static int inspect_acts(int argc, char **argv) {
         fclose(f);
         unlink(tmp);
     }
-    char *buf;
-    size_t len;
-    if (rq_read_file(tpath, &buf, &len)) return cli_die(cmd, rq_error());
-    rq_set_threads(threads);
     rq_model *m;
-    double t0 = rq_time();
-    if (rq_model_load(mpath, &m)) {
-        free(buf);
-        return cli_die(cmd, rq_error());
-    }
-    fprintf(stderr, "repliq %s: loaded %s (%s, %lld params) in %.1fs\n", cmd, mpath, m->cfg.arch->name,
-            (long long)m->n_params, rq_time() - t0);
-    /* the text as llama-perplexity reads it, with BOS over each window's first token */
-    rq_ppl_params pp = {.protocol = RQ_PPL_LLAMACPP};
     int32_t *tok;
     size_t n_tok;
-    int rc = rq_ppl_tokens(m, &pp, buf, len, &tok, &n_tok);
-    free(buf);
-    if (rc) {
-        rq_fail_ctx("%s", tpath);
-        rq_model_free(m);
-        return cli_die(cmd, rq_error());
-    }
+    if (load_model_text(cmd, mpath, tpath, threads, &m, &tok, &n_tok)) return cli_die(cmd, rq_error());
+    double t0;
+    int rc;
     if (rq_tokenizer_adds_bos(m->tok)) p.bos_id = rq_tokenizer_bos(m->tok);
     int64_t n = (int64_t)n_tok, want = (int64_t)chunks * p.n_ctx;
     if (n > want) n = want;
@@ -227,4 +244,150 @@ static int inspect_acts(int argc, char **argv) {
     rq_acts_free(a);
     rq_model_free(m);
     return 0;
+}
+
+/* Per layer, over every key of every window (after RoPE and R3, before the
+ * simulated cache): what the K bias contributes and what B-bit keys lose. */
+typedef struct {
+    int bits, D, hd, nh;
+    float *buf;                                    /* [n_ctx, D] scratch */
+    double *sum_k2, *sum_r2, *err_plain, *err_unb; /* per layer */
+    float *max_k, *max_r;
+    int *ch_k;
+    int64_t n;
+} kv_stats;
+
+static void kv_hook(void *ctx, int layer, const float *k, const float *kb, int n) {
+    kv_stats *st = ctx;
+    int64_t nD = (int64_t)n * st->D;
+    double k2 = 0, r2 = 0, ep = 0, eu = 0;
+    for (int64_t i = 0; i < nD; i++) {
+        float r = k[i] - (kb ? kb[i] : 0.0f);
+        k2 += (double)k[i] * k[i];
+        r2 += (double)r * r;
+        if (fabsf(k[i]) > st->max_k[layer]) st->max_k[layer] = fabsf(k[i]), st->ch_k[layer] = (int)(i % st->D);
+        st->max_r[layer] = fmaxf(st->max_r[layer], fabsf(r));
+    }
+    memcpy(st->buf, k, (size_t)nD * sizeof(float));
+    rq_kvq_tokens(st->buf, n, st->nh, st->hd, st->bits);
+    for (int64_t i = 0; i < nD; i++)
+        ep += ((double)st->buf[i] - k[i]) * ((double)st->buf[i] - k[i]);
+    for (int64_t i = 0; i < nD; i++)
+        st->buf[i] = k[i] - (kb ? kb[i] : 0.0f);
+    rq_kvq_tokens(st->buf, n, st->nh, st->hd, st->bits);
+    for (int64_t i = 0; i < nD; i++) {
+        double d = (double)st->buf[i] + (kb ? kb[i] : 0.0f) - k[i];
+        eu += d * d;
+    }
+    st->sum_k2[layer] += k2;
+    st->sum_r2[layer] += r2;
+    st->err_plain[layer] += ep;
+    st->err_unb[layer] += eu;
+    if (layer == 0) st->n += n;
+}
+
+static int inspect_kv(int argc, char **argv) {
+    const char *cmd = "inspect kv", *model = NULL, *text = "wiki.test.raw";
+    int chunks = 1, threads = 2, n_ctx = 512, bits = 4;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "-m"))
+            model = cli_val(cmd, argc, argv, &i);
+        else if (!strcmp(o, "-f"))
+            text = cli_val(cmd, argc, argv, &i);
+        else if (!strcmp(o, "-c"))
+            n_ctx = cli_int(cmd, o, cli_val(cmd, argc, argv, &i), 2);
+        else if (!strcmp(o, "--chunks"))
+            chunks = cli_int(cmd, o, cli_val(cmd, argc, argv, &i), 1);
+        else if (!strcmp(o, "--bits"))
+            bits = cli_int(cmd, o, cli_val(cmd, argc, argv, &i), 2);
+        else if (!strcmp(o, "-t"))
+            threads = cli_int(cmd, o, cli_val(cmd, argc, argv, &i), 1);
+        else {
+            fprintf(stderr, "repliq %s: unknown option '%s'\n", cmd, o);
+            return 2;
+        }
+    }
+    if (!model)
+        return cli_die(cmd, "usage: repliq inspect kv -m MODEL [-f TEXT] [-c CTX] [--chunks N] [--bits B] [-t N]");
+    if (bits > 8) return cli_die(cmd, "--bits must be 2..8 (integer keys)");
+    char mpath[4096], tpath[4096];
+    if (rq_resolve_model(model, mpath, sizeof mpath) || rq_resolve_data(text, tpath, sizeof tpath))
+        return cli_die(cmd, rq_error());
+    rq_model *m;
+    int32_t *tok;
+    size_t n_tok;
+    if (load_model_text(cmd, mpath, tpath, threads, &m, &tok, &n_tok)) return cli_die(cmd, rq_error());
+    int rc = 0;
+    const rq_config *c = &m->cfg;
+    int L = c->n_layer;
+    kv_stats st = {.bits = bits, .hd = c->head_dim, .nh = c->n_head_kv, .D = c->n_head_kv * c->head_dim};
+    st.buf = rq_malloc((size_t)n_ctx * st.D * sizeof(float));
+    st.sum_k2 = rq_calloc((size_t)L, sizeof(double));
+    st.sum_r2 = rq_calloc((size_t)L, sizeof(double));
+    st.err_plain = rq_calloc((size_t)L, sizeof(double));
+    st.err_unb = rq_calloc((size_t)L, sizeof(double));
+    st.max_k = rq_calloc((size_t)L, sizeof(float));
+    st.max_r = rq_calloc((size_t)L, sizeof(float));
+    st.ch_k = rq_calloc((size_t)L, sizeof(int));
+    rq_fwd *f = rq_fwd_new(m, n_ctx);
+    if (!f) {
+        rc = cli_die(cmd, rq_error());
+        goto out;
+    }
+    rq_actq none = {.a_clip = 1.0f}; /* the keys as the model makes them, in f32 */
+    rq_fwd_set_actq(f, &none);
+    rq_fwd_set_kv_hook(f, kv_hook, &st);
+    int32_t *w = rq_malloc((size_t)n_ctx * sizeof(int32_t));
+    int64_t nw = (int64_t)(n_tok / (size_t)n_ctx);
+    if (nw > chunks) nw = chunks;
+    if (nw < 1) {
+        free(w);
+        rc = cli_die(cmd, "the text has fewer tokens than one window; give a smaller -c");
+        goto out;
+    }
+    for (int64_t i = 0; i < nw; i++) {
+        memcpy(w, tok + i * n_ctx, (size_t)n_ctx * sizeof(int32_t));
+        if (rq_tokenizer_adds_bos(m->tok)) w[0] = rq_tokenizer_bos(m->tok);
+        rq_fwd_hidden(f, w, n_ctx);
+        fprintf(stderr, "repliq %s: window %lld/%lld\n", cmd, (long long)i + 1, (long long)nw);
+    }
+    free(w);
+    printf("model %s (%s, %d layers, %d KV heads of %d)\ntext %s: %lld window%s of %d tokens%s; keys after "
+           "RoPE%s, no activation quantization; %d-bit keys asymmetric per head per token\n",
+           mpath, c->arch->name, L, c->n_head_kv, c->head_dim, tpath, (long long)nw, nw == 1 ? "" : "s", n_ctx,
+           rq_tokenizer_adds_bos(m->tok) ? " (BOS over each window's first token)" : "",
+           m->online.r3 != RQ_ROT_NONE ? " and R3" : "", bits);
+    printf("| layer | max abs K bias (ch) | max abs key (ch) | max abs key - bias | key RMS | key - bias RMS | "
+           "%d-bit error RMS | same, bias left out |\n|---|---|---|---|---|---|---|---|\n",
+           bits);
+    double N = (double)st.n * st.D;
+    for (int l = 0; l < L; l++) {
+        const float *b = m->layers[l].k.b;
+        float mb = 0;
+        int cb = -1;
+        for (int i = 0; b && i < st.D; i++)
+            if (fabsf(b[i]) > mb) mb = fabsf(b[i]), cb = i;
+        char bias[48];
+        if (b)
+            snprintf(bias, sizeof bias, "%.2f (%d)", mb, cb);
+        else
+            snprintf(bias, sizeof bias, "none");
+        printf("| %d | %s | %.2f (%d) | %.2f | %.3f | %.3f | %.4f | %.4f |\n", l, bias, st.max_k[l], st.ch_k[l],
+               st.max_r[l], sqrt(st.sum_k2[l] / N), sqrt(st.sum_r2[l] / N), sqrt(st.err_plain[l] / N),
+               sqrt(st.err_unb[l] / N));
+    }
+out:
+    rq_fwd_free(f);
+    free(tok);
+    free(st.buf);
+    free(st.sum_k2);
+    free(st.sum_r2);
+    free(st.err_plain);
+    free(st.err_unb);
+    free(st.max_k);
+    free(st.max_r);
+    free(st.ch_k);
+    rq_model_free(m);
+    return rc;
 }

@@ -28,7 +28,7 @@ int cmd_ppl(int argc, char **argv) {
     rq_ppl_params p = {.protocol = RQ_PPL_LLAMACPP, .progress = true};
     int threads = 2;
     rq_actq aq = {.a_bits = -1, .a_clip = -1, .kv_bits = -1, .keep_massive = -1};
-    int abf16 = -1;
+    int abf16 = -1, kv_unbias = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-m"))
@@ -59,6 +59,8 @@ int cmd_ppl(int argc, char **argv) {
             aq.kv_bits = cli_int("ppl", a, cli_val("ppl", argc, argv, &i), 0);
         else if (!strcmp(a, "--abf16"))
             abf16 = 1;
+        else if (!strcmp(a, "--kv-unbias"))
+            kv_unbias = 1;
         else if (!strcmp(a, "--keep-massive")) {
             const char *v = cli_val("ppl", argc, argv, &i);
             char *end;
@@ -89,10 +91,12 @@ int cmd_ppl(int argc, char **argv) {
         return cli_die("ppl", "usage: repliq ppl -m MODEL -f TEXT [-c CTX] [--protocol llamacpp|gptq] "
                               "[--chunks N] [--json] [-t N] [--kl-save FILE | --kl-base FILE] "
                               "[--abits 0|2..8|16] [--aclip R] [--abf16] [--kvbits 0|2..8|16] "
-                              "[--keep-massive RATIO] [--nll-save FILE]");
+                              "[--kv-unbias] [--keep-massive RATIO] [--nll-save FILE]");
     if (kl_save && kl_base) return cli_die("ppl", "give either --kl-save or --kl-base, not both");
-    rq_actq given = {aq.a_bits >= 0 ? aq.a_bits : 0, aq.a_clip >= 0 ? aq.a_clip : 1.0f, false,
-                     aq.kv_bits >= 0 ? aq.kv_bits : 0, aq.keep_massive >= 0 ? aq.keep_massive : 0.0f};
+    rq_actq given = {.a_bits = aq.a_bits >= 0 ? aq.a_bits : 0,
+                     .a_clip = aq.a_clip >= 0 ? aq.a_clip : 1.0f,
+                     .kv_bits = aq.kv_bits >= 0 ? aq.kv_bits : 0,
+                     .keep_massive = aq.keep_massive >= 0 ? aq.keep_massive : 0.0f};
     if (rq_actq_check(&given)) return cli_die("ppl", rq_error());
     char mpath[4096], tpath[4096];
     if (rq_resolve_model(model, mpath, sizeof mpath) || rq_resolve_data(text, tpath, sizeof tpath))
@@ -112,6 +116,7 @@ int cmd_ppl(int argc, char **argv) {
     if (aq.a_clip >= 0) m->actq.a_clip = aq.a_clip;
     if (aq.kv_bits >= 0) m->actq.kv_bits = aq.kv_bits;
     if (abf16 >= 0) m->actq.a_bf16 = true;
+    if (kv_unbias >= 0) m->actq.kv_unbias = true;
     if (aq.keep_massive >= 0) m->actq.keep_massive = aq.keep_massive;
     if (rq_actq_check(&m->actq)) {
         free(buf);
@@ -161,8 +166,8 @@ int cmd_ppl(int argc, char **argv) {
                                                               : "no significant difference (within 2 standard errors)";
     if (kl_base) printf("verdict: %s\n", verdict);
     if (m->actq.a_bits || m->actq.kv_bits)
-        printf("activations %d bits (clip %.3f%s), KV cache %d bits\n", m->actq.a_bits, m->actq.a_clip,
-               m->actq.a_bf16 ? ", bf16" : "", m->actq.kv_bits);
+        printf("activations %d bits (clip %.3f%s), KV cache %d bits%s\n", m->actq.a_bits, m->actq.a_clip,
+               m->actq.a_bf16 ? ", bf16" : "", m->actq.kv_bits, m->actq.kv_unbias ? " (keys without their bias)" : "");
     if (kl_save) printf("saved KL base %s\n", kl_save);
     if (nll_save && save_nll(nll_save, &r)) rc = cli_die("ppl", rq_error());
     if (json) {
@@ -181,6 +186,7 @@ int cmd_ppl(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "act_bits", m->actq.a_bits);
         cJSON_AddNumberToObject(o, "act_clip", m->actq.a_clip);
         cJSON_AddNumberToObject(o, "kv_bits", m->actq.kv_bits);
+        cJSON_AddBoolToObject(o, "kv_unbias", m->actq.kv_unbias);
         cJSON_AddNumberToObject(o, "act_keep_massive", m->actq.keep_massive);
         cJSON_AddNumberToObject(o, "seconds", r.seconds);
         cJSON_AddNumberToObject(o, "tokens_per_second", r.tokens_per_s);
