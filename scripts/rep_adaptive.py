@@ -10,13 +10,55 @@ Each log holds one JSON line per tensor with its K and relative layer error
 moves the layer whose next logged K buys the largest drop in relative error per
 extra multiply-add (rows*cols*(K'-K)), while the total multiply-adds stay within
 BUDGET times those of K=1 everywhere. A move that buys nothing is never taken,
-so layers where replication does not help keep the smallest K."""
+so layers where replication does not help keep the smallest K.
+
+  --acts ACTS.json [--acts-power P]  (before the positional arguments)
+weights each layer's gain by the massive-activation statistics of its input
+(repliq inspect acts --json on the same model): w = (r / median r)^P, where r is
+max|x| / median|x| at the layer's input site (attn_in for q/k/v, o_in for
+attn_output, ffn_in for gate/up, down_in for ffn_down) and the median is over the
+layers at that site; P defaults to 1. Layers fed unusually outlying inputs get
+their extra replicas first."""
 import json
+import statistics
 import sys
 
-base_path, budget, out_path = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+SITE = {"attn_q": "attn_in", "attn_k": "attn_in", "attn_v": "attn_in", "attn_output": "o_in",
+        "ffn_gate": "ffn_in", "ffn_up": "ffn_in", "ffn_down": "down_in"}
+
+
+def acts_weights(path, power, names):
+    """Per tensor name, (r / median r over layers at its site) ** power."""
+    d = json.load(open(path))
+    ratio = {(e["layer"], site): e[site]["ratio"] for e in d["layers"] for site in set(SITE.values())}
+    med = {site: statistics.median(v for (_, s), v in ratio.items() if s == site) for site in set(SITE.values())}
+    w = {}
+    for n in names:
+        parts = n.split(".")  # blk.L.kind.weight
+        if len(parts) != 4 or parts[0] != "blk" or parts[2] not in SITE:
+            sys.exit(f"rep_adaptive: cannot place tensor {n} at an activation site")
+        site = SITE[parts[2]]
+        key = (int(parts[1]), site)
+        if key not in ratio:
+            sys.exit(f"rep_adaptive: {path} has no layer {parts[1]} (tensor {n})")
+        w[n] = (ratio[key] / med[site]) ** power
+    return w
+
+
+args = sys.argv[1:]
+acts_path, power = None, 1.0
+while args and args[0].startswith("--"):
+    if args[0] == "--acts" and len(args) > 1:
+        acts_path, args = args[1], args[2:]
+    elif args[0] == "--acts-power" and len(args) > 1:
+        power, args = float(args[1]), args[2:]
+    else:
+        sys.exit(f"rep_adaptive: unknown option {args[0]} (--acts FILE, --acts-power P)")
+if len(args) < 4:
+    sys.exit("usage: scripts/rep_adaptive.py [--acts ACTS.json [--acts-power P]] BASE_RECIPE BUDGET OUT_RECIPE LOG...")
+base_path, budget, out_path = args[0], float(args[1]), args[2]
 logs = {}
-for path in sys.argv[4:]:
+for path in args[3:]:
     for line in open(path):
         t = json.loads(line)
         logs.setdefault(t["name"], {})[t["k"]] = t
@@ -26,6 +68,7 @@ for n in names:
     if sorted(logs[n]) != ks:
         sys.exit(f"rep_adaptive: {n} is not in every log (has K {sorted(logs[n])}, want {ks})")
 macs = {n: logs[n][ks[0]]["rows"] * logs[n][ks[0]]["cols"] for n in names}
+weight = acts_weights(acts_path, power, names) if acts_path else {n: 1.0 for n in names}
 total1 = sum(macs.values())
 choice = {n: ks[0] for n in names}
 used = sum(macs[n] * ks[0] for n in names)
@@ -36,7 +79,7 @@ while True:
         if i + 1 == len(ks):
             continue
         k2 = ks[i + 1]
-        gain = logs[n][choice[n]]["rel_err"] - logs[n][k2]["rel_err"]
+        gain = (logs[n][choice[n]]["rel_err"] - logs[n][k2]["rel_err"]) * weight[n]
         cost = macs[n] * (k2 - choice[n])
         if gain <= 0 or used + cost > budget * total1:
             continue
@@ -53,14 +96,20 @@ recipe["name"] = name
 recipe["replicate"] = dict(recipe.get("replicate") or {}, k=ks[0])
 recipe["overrides"] = [{"pattern": n, "replicate": dict(recipe["replicate"], k=choice[n])}
                        for n in names if choice[n] != ks[0]]
-with open(out_path, "w") as f:
-    json.dump(recipe, f, indent=2)
-    f.write("\n")
+text = json.dumps(recipe, indent=2) + "\n"
+try:
+    same = open(out_path).read() == text
+except FileNotFoundError:
+    same = False
+if not same:  # an unchanged recipe keeps its mtime, so quant_table.sh does not quantize again
+    with open(out_path, "w") as f:
+        f.write(text)
 counts = {k: sum(1 for n in names if choice[n] == k) for k in ks}
-print(f"rep_adaptive: {name}: compute {used / total1:.3f}x of K=1 (budget {budget}x); layers per K: {counts}")
+print(f"rep_adaptive: {name}: compute {used / total1:.3f}x of K=1 (budget {budget}x); layers per K: {counts}"
+      + (f"; gains weighted by {acts_path} (power {power})" if acts_path else ""))
 by_type = {}
-for n in names:
-    t = n.split(".")[2]
-    by_type.setdefault(t, []).append(choice[n])
+for n in sorted(names, key=lambda n: (n.split(".")[2], int(n.split(".")[1]))):  # layer order, not text order
+    by_type.setdefault(n.split(".")[2], []).append(choice[n])
+print("  K per layer, from layer 0:")
 for t, v in sorted(by_type.items()):
     print(f"  {t:12s} K: {' '.join(str(x) for x in v)}")

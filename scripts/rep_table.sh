@@ -23,6 +23,20 @@ adapt=recipes/rep-w1-adapt2x-${model%%-*}-rh.json
 python3 scripts/rep_adaptive.py recipes/rep-w1-k1.json 2 "$adapt" "$q/rep-w1-k1.n$CALIB_N.tensors.jsonl" \
     "$q/rep-w1-k4.n$CALIB_N.tensors.jsonl"
 scripts/rot_table.sh "$model" "$chunks" 5 rh "$adapt"
+# adaptive K in {1, 2, 8} at 2x compute, plain and with each layer's gain weighted by how outlying
+# its input is (repliq inspect acts on the rotated model, one window of 2048 tokens of wiki.valid.raw:
+# selection reads validation text, never the test text)
+rq=${REPLIQ_BIN:-build/repliq}
+acts=$cache/acts-$model-rh-s${ROT_SEED:-0}-valid-c2048-n1.json
+[ -f "$acts" ] || "$rq" inspect acts -m "$cache/$model-rh-s${ROT_SEED:-0}.gguf" -f "$REPLIQ_DATA/wiki.valid.raw" \
+    -c 2048 --chunks 1 -t "${THREADS:-2}" --json "$acts" >/dev/null
+logs=()
+for k in 1 2 8; do logs+=("$q/rep-w1-k$k.n$CALIB_N.tensors.jsonl"); done
+python3 scripts/rep_adaptive.py recipes/rep-w1-k1.json 2 "recipes/rep-w1-adapt2x-k128-${model%%-*}-rh.json" "${logs[@]}"
+python3 scripts/rep_adaptive.py --acts "$acts" recipes/rep-w1-k1.json 2 \
+    "recipes/rep-w1-adapt2x-k128-acts-${model%%-*}-rh.json" "${logs[@]}"
+scripts/rot_table.sh "$model" "$chunks" 5 rh "recipes/rep-w1-adapt2x-k128-${model%%-*}-rh.json" \
+    "recipes/rep-w1-adapt2x-k128-acts-${model%%-*}-rh.json"
 scripts/rot_table.sh "$model" "$chunks" 5 none recipes/gptq-w2pc-sym.json recipes/gptq-w3pc-sym.json \
     recipes/rep-w2-k1.json recipes/rep-w2-k4.json
 CALIB_N=$((4 * CALIB_N)) scripts/rot_table.sh "$model" "$chunks" 5 rh recipes/rep-w2-k1.json recipes/rep-w2-k2.json

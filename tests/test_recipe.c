@@ -457,7 +457,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 56, "%d recipe files", n);
+    CHECKF(n == 58, "%d recipe files", n);
 }
 
 int main(void) {

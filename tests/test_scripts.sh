@@ -119,3 +119,29 @@ else fail test_rot_seeds "got $out"; fi
 if ! out=$(python3 "$tmp/repo/scripts/rot_seeds.py" m 0,1,2 w2.n4 a b 2>&1) && grep -q "quant-m-a-s2-l40-g5.jsonl not found" <<<"$out"
 then pass test_rot_seeds_missing
 else fail test_rot_seeds_missing "got $out"; fi
+
+# rep_adaptive: two layers of 10 x 10; K = 2 buys 0.10 in blk.0 and 0.08 in blk.1, and a budget of
+# 1.5x K = 1 pays for one of them: the larger gain, blk.0. With --acts, blk.1's input is four times
+# as outlying (ratio 40 against 10; median 25): weights 1.6 and 0.4, so blk.1 gets the replica.
+for k in 1 2; do
+    python3 -c 'import json, sys; k = int(sys.argv[1])
+for l, g in ((0, 0.10), (1, 0.08)):
+    print(json.dumps({"name": f"blk.{l}.attn_q.weight", "rows": 10, "cols": 10, "k": k, "rel_err": 0.5 - g * (k - 1)}))' \
+        "$k" >"$tmp/log$k.jsonl"
+done
+python3 -c 'import json
+site = lambda r: {"ratio": r}
+print(json.dumps({"layers": [dict(layer=l, attn_in=site(r), o_in=site(1), ffn_in=site(1), down_in=site(1))
+                             for l, r in ((0, 10.0), (1, 40.0))]}))' >"$tmp/acts.json"
+ad() { python3 "$repo/scripts/rep_adaptive.py" "$@" "$repo/recipes/rep-w1-k1.json" 1.5 "$tmp/ad.json" \
+    "$tmp/log1.jsonl" "$tmp/log2.jsonl" >/dev/null && python3 -c 'import json, sys
+print(" ".join(o["pattern"] for o in json.load(open(sys.argv[1]))["overrides"]))' "$tmp/ad.json"; }
+plain=$(ad) weighted=$(ad --acts "$tmp/acts.json")
+touch -d '2000-01-01' "$tmp/ad.json"
+again=$(ad --acts "$tmp/acts.json")
+if [ "$plain" = blk.0.attn_q.weight ] && [ "$weighted" = blk.1.attn_q.weight ] && [ "$again" = "$weighted" ] &&
+    [ "$(stat -c %Y "$tmp/ad.json")" = "$(date -d '2000-01-01' +%s)" ]; then
+    pass test_rep_adaptive
+else
+    fail test_rep_adaptive "plain '$plain', with --acts '$weighted', again '$again' (want blk.0, blk.1, blk.1, mtime kept)"
+fi
