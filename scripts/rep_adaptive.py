@@ -20,6 +20,7 @@ attn_output, ffn_in for gate/up, down_in for ffn_down) and the median is over th
 layers at that site; P defaults to 1. Layers fed unusually outlying inputs get
 their extra replicas first."""
 import json
+import math
 import statistics
 import sys
 
@@ -31,6 +32,10 @@ def acts_weights(path, power, names):
     """Per tensor name, (r / median r over layers at its site) ** power."""
     d = json.load(open(path))
     ratio = {(e["layer"], site): e[site]["ratio"] for e in d["layers"] for site in set(SITE.values())}
+    bad = [k for k, v in ratio.items() if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)]
+    if bad:  # acts.c writes null for an infinite ratio (a site whose median |x| is 0)
+        sys.exit(f"rep_adaptive: {path}: layer {bad[0][0]} {bad[0][1]} has ratio {ratio[bad[0]]}; "
+                 "need a finite ratio > 0 at every site")
     med = {site: statistics.median(v for (_, s), v in ratio.items() if s == site) for site in set(SITE.values())}
     w = {}
     for n in names:
@@ -54,6 +59,8 @@ while args and args[0].startswith("--"):
         power, args = float(args[1]), args[2:]
     else:
         sys.exit(f"rep_adaptive: unknown option {args[0]} (--acts FILE, --acts-power P)")
+if not math.isfinite(power) or (power != 1.0 and not acts_path):
+    sys.exit("rep_adaptive: --acts-power needs a finite number and --acts")
 if len(args) < 4:
     sys.exit("usage: scripts/rep_adaptive.py [--acts ACTS.json [--acts-power P]] BASE_RECIPE BUDGET OUT_RECIPE LOG...")
 base_path, budget, out_path = args[0], float(args[1]), args[2]

@@ -19,7 +19,8 @@ struct rq_fwd {
     rq_orth *r3, *r4; /* online rotations (NULL: none) */
     int n_ctx;
     float *x, *h, *q, *k, *v, *att, *scores, *g, *u;
-    float *kb; /* [n_ctx, Dkv] the K bias after RoPE (and R3) per position; made when actq.kv_unbias first needs it */
+    float *kb; /* [n_ctx, Dkv] the K bias after RoPE (and R3) per position; made when kv_unbias or the kv hook first
+                  needs it */
     uint8_t *massive; /* [n_ctx] tokens kept at 16 bits in this block (actq.keep_massive) */
     bool any_massive;
     float *rope_cos, *rope_sin; /* [n_ctx, head_dim/2] */

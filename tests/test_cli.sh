@@ -56,7 +56,8 @@ if [ -f "$model" ]; then
     expect test_cli_kl_base_bad "bad magic\|cannot open" "$bin" ppl -m "$model" -f "$tmp/short.txt" --kl-base "$tmp/short.txt" --quiet
     # inspect kv on a model without a K bias: every layer reads "none", and leaving the (absent)
     # bias out changes no error; 4-bit keys err by more than 0 and by less than the keys' RMS
-    expect test_cli_inspect_kv_bits "bits" "$bin" inspect kv -m "$model" --bits 9
+    expect test_cli_inspect_kv_bits "2..8" "$bin" inspect kv -m "$model" --bits 9
+    expect test_cli_inspect_kv_short "fewer than one window" "$bin" inspect kv -m "$model" -f "$tmp/short.txt" -c 100000
     for i in 1 2 3 4 5 6; do cat "$tmp/short.txt"; done >"$tmp/six.txt"
     if "$bin" inspect kv -m "$model" -f "$tmp/six.txt" -c 16 -t 1 >"$tmp/kv.out" 2>"$tmp/kv.err" &&
         awk -F'|' '/^\| [0-9]+ \|/ { n++; if ($3 !~ /none/ || $8 + 0 != $9 + 0 || !($8 > 0) || !($8 < $6)) bad++ }
@@ -84,5 +85,5 @@ if [ -f "$model" ]; then
         echo "SKIP test_cli_quantize_threads_same: REPLIQ_DATA not set or without the C4 sample"
     fi
 else
-    for t in empty_text not_utf8 short_text missing_text kl_base_bad inspect_kv_bits inspect_kv quantize_no_calib quantize_nothing_left ppl_bad_act quantize_threads_same; do echo "SKIP test_cli_$t: smollm2-135m not cached"; done
+    for t in empty_text not_utf8 short_text missing_text kl_base_bad inspect_kv_bits inspect_kv_short inspect_kv quantize_no_calib quantize_nothing_left ppl_bad_act quantize_threads_same; do echo "SKIP test_cli_$t: smollm2-135m not cached"; done
 fi

@@ -231,6 +231,66 @@ static void test_kv_unbias(void) {
     rq_model_free(m);
 }
 
+/* The K bias's image the cache adds back (the kv hook's kb) is exactly what the
+ * bias contributes to the keys after RoPE and R3: layer 0 run with the bias and
+ * with it zeroed differ by kb, with no R3 and with each kind of R3, the bias on
+ * every channel (high-frequency ones rotate fast, so a wrong RoPE shows). */
+typedef struct {
+    float *k, *kb;
+    size_t D;
+    int calls;
+} kv_grab;
+
+static void grab_kv(void *ctx, int layer, const float *k, const float *kb, int n) {
+    kv_grab *g = ctx;
+    if (layer != 0) return;
+    memcpy(g->k, k, (size_t)n * g->D * sizeof(float));
+    if (kb) memcpy(g->kb, kb, (size_t)n * g->D * sizeof(float));
+    g->calls++;
+}
+
+static void test_kv_bias_image(void) {
+    enum { N = 24 };
+    rq_model *m = tiny("qwen2", RQ_GGML_F32, 6);
+    REQUIRE(m != NULL && m->layers[0].k.b != NULL);
+    size_t D = (size_t)m->cfg.n_head_kv * m->cfg.head_dim;
+    int32_t tok[N];
+    for (int i = 0; i < N; i++)
+        tok[i] = (i * 29 + 3) % 97;
+    float *bias = m->layers[0].k.b, *saved = malloc(D * sizeof(float));
+    for (size_t i = 0; i < D; i++)
+        bias[i] = 50.0f * (float)((i * 7) % 5) - 90.0f;
+    memcpy(saved, bias, D * sizeof(float));
+    const int kinds[3] = {RQ_ROT_NONE, RQ_ORTH_RH, RQ_ORTH_RO};
+    for (int r = 0; r < 3; r++) {
+        kv_grab with = {malloc(N * D * sizeof(float)), malloc(N * D * sizeof(float)), D, 0};
+        kv_grab without = {malloc(N * D * sizeof(float)), malloc(N * D * sizeof(float)), D, 0};
+        rq_online_rot on = {.r3 = kinds[r], .r4 = RQ_ROT_NONE, .seed = 5};
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass) memset(bias, 0, D * sizeof(float));
+            rq_fwd *f = rq_fwd_new(m, N);
+            REQUIRE(f && rq_fwd_set_online(f, &on) == 0);
+            rq_fwd_set_kv_hook(f, grab_kv, pass ? &without : &with);
+            rq_fwd_hidden(f, tok, N);
+            rq_fwd_free(f);
+        }
+        memcpy(bias, saved, D * sizeof(float));
+        double err = 0, big = 0;
+        for (size_t i = 0; i < N * D; i++) {
+            err = fmax(err, fabs((double)with.k[i] - without.k[i] - with.kb[i]));
+            big = fmax(big, fabs((double)with.kb[i]));
+        }
+        printf("  R3 %d: max |k(b) - k(0) - kb| = %.3g (kb up to %.3g)\n", kinds[r], err, big);
+        CHECK(with.calls == 1 && without.calls == 1 && big > 50 && err < 1e-4);
+        free(with.k);
+        free(with.kb);
+        free(without.k);
+        free(without.kb);
+    }
+    free(saved);
+    rq_model_free(m);
+}
+
 int main(void) {
     RUN(test_llama_batched_vs_ref);
     RUN(test_qwen2_batched_vs_ref);
@@ -241,5 +301,6 @@ int main(void) {
     RUN(test_gptq_text);
     RUN(test_keep_massive);
     RUN(test_kv_unbias);
+    RUN(test_kv_bias_image);
     TEST_EXIT();
 }

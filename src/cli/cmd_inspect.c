@@ -318,6 +318,15 @@ static int inspect_kv(int argc, char **argv) {
     int32_t *tok;
     size_t n_tok;
     if (load_model_text(cmd, mpath, tpath, threads, &m, &tok, &n_tok)) return cli_die(cmd, rq_error());
+    int64_t nw = (int64_t)(n_tok / (size_t)n_ctx);
+    if (nw > chunks) nw = chunks;
+    if (nw < 1) { /* before the scratch of n_ctx^2 scores is allocated */
+        free(tok);
+        rq_model_free(m);
+        fprintf(stderr, "repliq %s: %s holds %zu tokens, fewer than one window of %d; give a smaller -c\n", cmd, tpath,
+                n_tok, n_ctx);
+        return 1;
+    }
     int rc = 0;
     const rq_config *c = &m->cfg;
     int L = c->n_layer;
@@ -339,13 +348,6 @@ static int inspect_kv(int argc, char **argv) {
     rq_fwd_set_actq(f, &none);
     rq_fwd_set_kv_hook(f, kv_hook, &st);
     int32_t *w = rq_malloc((size_t)n_ctx * sizeof(int32_t));
-    int64_t nw = (int64_t)(n_tok / (size_t)n_ctx);
-    if (nw > chunks) nw = chunks;
-    if (nw < 1) {
-        free(w);
-        rc = cli_die(cmd, "the text has fewer tokens than one window; give a smaller -c");
-        goto out;
-    }
     for (int64_t i = 0; i < nw; i++) {
         memcpy(w, tok + i * n_ctx, (size_t)n_ctx * sizeof(int32_t));
         if (rq_tokenizer_adds_bos(m->tok)) w[0] = rq_tokenizer_bos(m->tok);
@@ -358,7 +360,8 @@ static int inspect_kv(int argc, char **argv) {
            mpath, c->arch->name, L, c->n_head_kv, c->head_dim, tpath, (long long)nw, nw == 1 ? "" : "s", n_ctx,
            rq_tokenizer_adds_bos(m->tok) ? " (BOS over each window's first token)" : "",
            m->online.r3 != RQ_ROT_NONE ? " and R3" : "", bits);
-    printf("| layer | max abs K bias (ch) | max abs key (ch) | max abs key - bias | key RMS | key - bias RMS | "
+    printf("| layer | max abs K bias (ch, before RoPE/R3) | max abs key (ch) | max abs key - bias | key RMS | key - "
+           "bias RMS | "
            "%d-bit error RMS | same, bias left out |\n|---|---|---|---|---|---|---|---|\n",
            bits);
     double N = (double)st.n * st.D;

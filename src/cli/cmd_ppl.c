@@ -61,6 +61,8 @@ int cmd_ppl(int argc, char **argv) {
             abf16 = 1;
         else if (!strcmp(a, "--kv-unbias"))
             kv_unbias = 1;
+        else if (!strcmp(a, "--no-kv-unbias"))
+            kv_unbias = 0;
         else if (!strcmp(a, "--keep-massive")) {
             const char *v = cli_val("ppl", argc, argv, &i);
             char *end;
@@ -91,7 +93,7 @@ int cmd_ppl(int argc, char **argv) {
         return cli_die("ppl", "usage: repliq ppl -m MODEL -f TEXT [-c CTX] [--protocol llamacpp|gptq] "
                               "[--chunks N] [--json] [-t N] [--kl-save FILE | --kl-base FILE] "
                               "[--abits 0|2..8|16] [--aclip R] [--abf16] [--kvbits 0|2..8|16] "
-                              "[--kv-unbias] [--keep-massive RATIO] [--nll-save FILE]");
+                              "[--kv-unbias | --no-kv-unbias] [--keep-massive RATIO] [--nll-save FILE]");
     if (kl_save && kl_base) return cli_die("ppl", "give either --kl-save or --kl-base, not both");
     rq_actq given = {.a_bits = aq.a_bits >= 0 ? aq.a_bits : 0,
                      .a_clip = aq.a_clip >= 0 ? aq.a_clip : 1.0f,
@@ -116,7 +118,7 @@ int cmd_ppl(int argc, char **argv) {
     if (aq.a_clip >= 0) m->actq.a_clip = aq.a_clip;
     if (aq.kv_bits >= 0) m->actq.kv_bits = aq.kv_bits;
     if (abf16 >= 0) m->actq.a_bf16 = true;
-    if (kv_unbias >= 0) m->actq.kv_unbias = true;
+    if (kv_unbias >= 0) m->actq.kv_unbias = kv_unbias == 1;
     if (aq.keep_massive >= 0) m->actq.keep_massive = aq.keep_massive;
     if (rq_actq_check(&m->actq)) {
         free(buf);
@@ -167,7 +169,8 @@ int cmd_ppl(int argc, char **argv) {
     if (kl_base) printf("verdict: %s\n", verdict);
     if (m->actq.a_bits || m->actq.kv_bits)
         printf("activations %d bits (clip %.3f%s), KV cache %d bits%s\n", m->actq.a_bits, m->actq.a_clip,
-               m->actq.a_bf16 ? ", bf16" : "", m->actq.kv_bits, m->actq.kv_unbias ? " (keys without their bias)" : "");
+               m->actq.a_bf16 ? ", bf16" : "", m->actq.kv_bits,
+               m->actq.kv_unbias && m->actq.kv_bits != 16 && m->cfg.arch->qkv_bias ? " (keys without their bias)" : "");
     if (kl_save) printf("saved KL base %s\n", kl_save);
     if (nll_save && save_nll(nll_save, &r)) rc = cli_die("ppl", rq_error());
     if (json) {
