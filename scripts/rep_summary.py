@@ -71,6 +71,11 @@ for qdir, res in zip(args[::2], args[1::2]):
             if m.group("rs"):
                 var = var[:-1] + f", seed {m.group('rs')[2:]})"
             name = f"{k}{var}" if k > 0 else "adaptive"
+            if k < 0:  # rep-wB-adapt2x[-kDIGITS][-acts]-MODEL-ROT: the K set, one digit per K
+                ks = re.search(r"-k(\d+)-", label)
+                extra = [f"K ∈ {{{', '.join(ks.group(1))}}}"] if ks else []
+                extra += ["gains weighted by input outliers"] if "-acts-" in label else []
+                name += f" ({', '.join(extra)})" if extra else ""
         if ts:
             name += " [true-seq.]"
         sfx = m.group("n") or ""
