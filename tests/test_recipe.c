@@ -459,7 +459,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 59, "%d recipe files", n);
+    CHECKF(n == 61, "%d recipe files", n);
 }
 
 int main(void) {
