@@ -261,8 +261,8 @@ static void flag_massive(rq_fwd *f, const float *x, int n, int E) {
 
 /* Simulated K/V cache. With actq.kv_unbias the K cache holds each key minus
  * its bias's image at that position (RoPE, then R3), which a kernel adds back
- * exactly: Qwen2's K bias reaches |354| on a few channels where the rest of the
- * key stays under 10, so a per-token range spent on it leaves the rest no levels. */
+ * exactly: Qwen2.5's K bias reaches |354| on one channel while the rest of the key
+ * has an RMS near 1, so a per-token range spent on it leaves the rest no levels. */
 static void quantize_kv(rq_fwd *f, const rq_layer *L, int layer, int n) {
     const rq_config *c = &f->cfg;
     int bits = f->actq.kv_bits;
