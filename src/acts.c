@@ -114,6 +114,7 @@ static void site_add(collector *col, int layer, rq_acts_site site, const float *
     int64_t nfin = 0;
     for (int t = 0; t < n; t++) {
         const float *xt = x + (size_t)t * cols;
+        double ss = 0;
         for (int c = 0; c < cols; c++) {
             uint32_t u = rq_f32_bits(xt[c]) & 0x7fffffffu;
             if (u >= 0x7f800000u) {
@@ -121,6 +122,7 @@ static void site_add(collector *col, int layer, rq_acts_site site, const float *
                 continue;
             }
             float v = rq_f32_from_bits(u);
+            ss += (double)v * v;
             h[hist_bin(u)]++;
             col->sel[nfin++] = v;
             if (v > s->ch_max[c]) s->ch_max[c] = v;
@@ -135,6 +137,8 @@ static void site_add(collector *col, int layer, rq_acts_site site, const float *
             s->top[j] = (rq_acts_entry){col->wstart + t, t, col->wtok[t], c, xt[c]};
             if (s->n_top == RQ_ACTS_TOPK) kmin = fabsf(s->top[RQ_ACTS_TOPK - 1].value);
         }
+        s->sumsq += ss;
+        if (t == 0) s->sumsq_first += ss;
     }
     s->n_values += nfin;
     if (wmax > s->max_abs) s->max_abs = wmax;
@@ -315,7 +319,9 @@ static void json_site(FILE *f, const rq_acts_stats *s, const struct rq_tokenizer
     json_num(f, s->median_abs);
     fputs(", \"ratio\": ", f);
     json_num(f, s->ratio);
-    fprintf(f, ", \"n_massive\": %lld, \"top\": [", (long long)s->n_massive);
+    fprintf(f, ", \"n_massive\": %lld, \"first_token_share\": ", (long long)s->n_massive);
+    json_num(f, s->sumsq > 0 ? s->sumsq_first / s->sumsq : 0.0);
+    fprintf(f, ", \"top\": [");
     for (int k = 0; k < s->n_top; k++) {
         const rq_acts_entry *e = &s->top[k];
         fprintf(f, "%s{\"pos\": %lld, \"win_pos\": %d, \"token\": %d, ", k ? ", " : "", (long long)e->pos, e->win_pos,

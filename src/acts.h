@@ -55,6 +55,9 @@ typedef struct {
     rq_acts_entry top[RQ_ACTS_TOPK]; /* largest |value| first; distinct (pos, channel); ties keep the earlier */
     float *ch_max;                   /* [width] max |x| per channel over all tokens */
     int64_t *ch_massive;             /* [width] massive entries per channel */
+    double sumsq, sumsq_first;       /* sum of x^2 over all tokens, and over each window's first token: the
+                                        share of tr(X X^T), a GPTQ Hessian's trace, that the windows'
+                                        first tokens (where attention sinks sit) carry */
 } rq_acts_stats;
 
 typedef struct {

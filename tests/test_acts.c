@@ -131,6 +131,15 @@ static int64_t check_against_direct(const rq_model *m, const int32_t *tok, const
                 mx = absv[i] > mx ? absv[i] : mx;
             }
             CHECKF(s->max_abs == mx, "layer %d %s max %g vs %g", l, sn, (double)s->max_abs, (double)mx);
+            /* sum x^2 over all tokens and over each window's first token */
+            double ss = 0, ssf = 0;
+            for (size_t i = 0; i < N; i++) {
+                double q = (double)v[i] * v[i];
+                ss += q;
+                if ((i / (size_t)W) % (size_t)p->n_ctx == 0) ssf += q;
+            }
+            CHECKF(fabs(s->sumsq - ss) <= 1e-9 * ss && fabs(s->sumsq_first - ssf) <= 1e-9 * ss && ssf > 0 && ssf < ss,
+                   "layer %d %s sum x^2 %g / %g vs %g / %g", l, sn, s->sumsq, s->sumsq_first, ss, ssf);
             float chmx = 0;
             int ch_ok = 1;
             for (int c = 0; c < W; c++) {

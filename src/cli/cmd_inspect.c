@@ -88,6 +88,22 @@ static void print_table(const rq_acts *a, const rq_tokenizer *tok) {
     }
 }
 
+/* Per layer and linear input, the share of sum x^2 (tr(X X^T), the trace of the
+ * Hessian GPTQ builds) that the windows' first tokens carry. */
+static void print_first_token_share(const rq_acts *a) {
+    printf("\nshare of sum x^2 (a GPTQ Hessian's trace) carried by the windows' first tokens (%lld of %lld tokens)\n",
+           (long long)a->n_windows, (long long)a->n_tokens);
+    printf("layer  attn_in   o_in      ffn_in    down_in\n");
+    for (int l = 0; l < a->n_layer; l++) {
+        printf("%5d", l);
+        for (int st = 0; st < RQ_ACTS_RESID; st++) {
+            const rq_acts_stats *s = rq_acts_get(a, l, (rq_acts_site)st);
+            printf("  %8.4f", s->sumsq > 0 ? s->sumsq_first / s->sumsq : 0.0);
+        }
+        printf("\n");
+    }
+}
+
 /* The residual channels that carry massive entries: in how many layers, first and
  * last of them, and their largest |x|, most layers first. */
 static void print_massive_channels(const rq_acts *a) {
@@ -240,6 +256,7 @@ static int inspect_acts(int argc, char **argv) {
            (double)p.abs_thr, (double)p.ratio_thr);
     print_table(a, m->tok);
     print_massive_channels(a);
+    print_first_token_share(a);
     if (json) printf("wrote %s\n", json);
     rq_acts_free(a);
     rq_model_free(m);
