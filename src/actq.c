@@ -69,3 +69,17 @@ void rq_kvq_tokens(float *x, int n, int n_heads, int hd, int bits) {
             }
         }
 }
+
+void rq_kvq_keys(float *k, const float *kb, int n, int n_heads, int hd, int bits) {
+    if (bits == 0) return;
+    int64_t nD = (int64_t)n * n_heads * hd;
+    if (kb)
+        for (int64_t i = 0; i < nD; i++)
+            k[i] -= kb[i];
+    rq_kvq_tokens(k, n, n_heads, hd, bits);
+    if (kb)
+        for (int64_t i = 0; i < nD; i++)
+            k[i] += kb[i];
+}
+
+bool rq_actq_kv_unbiased(const rq_actq *a) { return a->kv_unbias && a->kv_bits != 0 && a->kv_bits != 16; }

@@ -29,5 +29,11 @@ void rq_actq_tokens(float *x, int n, int dim, int bits, float clip, bool bf16);
 /* x[n, n_heads*hd]: each token's head split into groups of min(128, hd), each
  * group asymmetric min/max with 2^bits levels; 16 rounds to f16. */
 void rq_kvq_tokens(float *x, int n, int n_heads, int hd, int bits);
+/* Keys k[n, n_heads*hd] through rq_kvq_tokens with kb (the K bias's image at each
+ * position; NULL = none) taken out before and put back after; bits 0 leaves k as is. */
+void rq_kvq_keys(float *k, const float *kb, int n, int n_heads, int hd, int bits);
+/* Whether a's KV quantization takes the K bias out of the keys: kv_unbias with an
+ * integer cache (2..8 bits; f16 rounding and no quantization keep the keys whole). */
+bool rq_actq_kv_unbiased(const rq_actq *a);
 
 #endif

@@ -256,6 +256,8 @@ const rq_acts_stats *rq_acts_get(const rq_acts *a, int layer, rq_acts_site s) {
     return &a->stats[(size_t)layer * RQ_ACTS_N_SITES + s];
 }
 
+double rq_acts_first_token_share(const rq_acts_stats *s) { return s->sumsq > 0 ? s->sumsq_first / s->sumsq : 0.0; }
+
 const float *rq_acts_channel_max(const rq_acts *a, int layer, rq_acts_site s, int *width) {
     const rq_acts_stats *st = rq_acts_get(a, layer, s);
     if (width) *width = st ? st->width : 0;
@@ -320,7 +322,7 @@ static void json_site(FILE *f, const rq_acts_stats *s, const struct rq_tokenizer
     fputs(", \"ratio\": ", f);
     json_num(f, s->ratio);
     fprintf(f, ", \"n_massive\": %lld, \"first_token_share\": ", (long long)s->n_massive);
-    json_num(f, s->sumsq > 0 ? s->sumsq_first / s->sumsq : 0.0);
+    json_num(f, rq_acts_first_token_share(s));
     fprintf(f, ", \"top\": [");
     for (int k = 0; k < s->n_top; k++) {
         const rq_acts_entry *e = &s->top[k];

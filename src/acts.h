@@ -88,6 +88,8 @@ void rq_acts_free(rq_acts *a);
 
 /* The summary of one (layer, site); NULL when either is out of range. */
 const rq_acts_stats *rq_acts_get(const rq_acts *a, int layer, rq_acts_site s);
+/* sumsq_first / sumsq: the share of the site's sum x^2 on the windows' first tokens (0 when all are 0). */
+double rq_acts_first_token_share(const rq_acts_stats *s);
 /* Per-channel max |x| of one (layer, site) ([*width] floats, owned by a); NULL when out of range. */
 const float *rq_acts_channel_max(const rq_acts *a, int layer, rq_acts_site s, int *width);
 

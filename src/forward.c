@@ -266,8 +266,8 @@ static void flag_massive(rq_fwd *f, const float *x, int n, int E) {
 static void quantize_kv(rq_fwd *f, const rq_layer *L, int layer, int n) {
     const rq_config *c = &f->cfg;
     int bits = f->actq.kv_bits;
-    int64_t D = (int64_t)c->n_head_kv * c->head_dim, nD = n * D;
-    bool unbias = bits != 0 && bits != 16 && f->actq.kv_unbias && L->k.b;
+    int64_t D = (int64_t)c->n_head_kv * c->head_dim;
+    bool unbias = rq_actq_kv_unbiased(&f->actq) && L->k.b;
     if (L->k.b && (unbias || f->kv_hook)) {
         if (!f->kb) f->kb = rq_malloc((size_t)f->n_ctx * (size_t)D * sizeof(float));
         for (int t = 0; t < n; t++)
@@ -276,13 +276,7 @@ static void quantize_kv(rq_fwd *f, const rq_layer *L, int layer, int n) {
         if (f->r3) rq_orth_apply(f->r3, f->kb, (int64_t)n * c->n_head_kv);
     }
     if (f->kv_hook) f->kv_hook(f->kv_ctx, layer, f->k, L->k.b ? f->kb : NULL, n);
-    if (unbias)
-        for (int64_t i = 0; i < nD; i++)
-            f->k[i] -= f->kb[i];
-    rq_kvq_tokens(f->k, n, c->n_head_kv, c->head_dim, bits);
-    if (unbias)
-        for (int64_t i = 0; i < nD; i++)
-            f->k[i] += f->kb[i];
+    rq_kvq_keys(f->k, unbias ? f->kb : NULL, n, c->n_head_kv, c->head_dim, bits);
     rq_kvq_tokens(f->v, n, c->n_head_kv, c->head_dim, bits);
 }
 

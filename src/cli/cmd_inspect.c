@@ -97,8 +97,7 @@ static void print_first_token_share(const rq_acts *a) {
     for (int l = 0; l < a->n_layer; l++) {
         printf("%5d", l);
         for (int st = 0; st < RQ_ACTS_RESID; st++) {
-            const rq_acts_stats *s = rq_acts_get(a, l, (rq_acts_site)st);
-            printf("  %8.4f", s->sumsq > 0 ? s->sumsq_first / s->sumsq : 0.0);
+            printf("  %8.4f", rq_acts_first_token_share(rq_acts_get(a, l, (rq_acts_site)st)));
         }
         printf("\n");
     }
@@ -182,24 +181,40 @@ static int load_model_text(const char *cmd, const char *mpath, const char *tpath
     return 0;
 }
 
+/* The options every inspect tool takes. */
+typedef struct {
+    const char *model, *text;
+    int n_ctx, chunks, threads;
+} inspect_opts;
+
+/* Reads argv[*i] (and its value) when it is -m, -f, -c (at least ctx_min), --chunks
+ * or -t, and returns 1; 0 when it is none of them. */
+static int common_opt(const char *cmd, int argc, char **argv, int *i, int ctx_min, inspect_opts *o) {
+    const char *a = argv[*i];
+    if (!strcmp(a, "-m"))
+        o->model = cli_val(cmd, argc, argv, i);
+    else if (!strcmp(a, "-f"))
+        o->text = cli_val(cmd, argc, argv, i);
+    else if (!strcmp(a, "-c"))
+        o->n_ctx = cli_int(cmd, a, cli_val(cmd, argc, argv, i), ctx_min);
+    else if (!strcmp(a, "--chunks"))
+        o->chunks = cli_int(cmd, a, cli_val(cmd, argc, argv, i), 1);
+    else if (!strcmp(a, "-t"))
+        o->threads = cli_int(cmd, a, cli_val(cmd, argc, argv, i), 1);
+    else
+        return 0;
+    return 1;
+}
+
 static int inspect_acts(int argc, char **argv) {
-    const char *cmd = "inspect acts", *model = NULL, *text = "wiki.test.raw", *json = NULL;
+    const char *cmd = "inspect acts", *json = NULL;
     rq_acts_params p = rq_acts_defaults();
-    int chunks = 2, threads = 2;
+    inspect_opts op = {.text = "wiki.test.raw", .n_ctx = p.n_ctx, .chunks = 2, .threads = 2};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
-        if (!strcmp(o, "-m"))
-            model = cli_val(cmd, argc, argv, &i);
-        else if (!strcmp(o, "-f"))
-            text = cli_val(cmd, argc, argv, &i);
-        else if (!strcmp(o, "-c"))
-            p.n_ctx = cli_int(cmd, o, cli_val(cmd, argc, argv, &i), 1);
-        else if (!strcmp(o, "--chunks"))
-            chunks = cli_int(cmd, o, cli_val(cmd, argc, argv, &i), 1);
-        else if (!strcmp(o, "--json"))
+        if (common_opt(cmd, argc, argv, &i, 1, &op)) continue;
+        if (!strcmp(o, "--json"))
             json = cli_val(cmd, argc, argv, &i);
-        else if (!strcmp(o, "-t"))
-            threads = cli_int(cmd, o, cli_val(cmd, argc, argv, &i), 1);
         else if (!strcmp(o, "--massive-abs"))
             p.abs_thr = cli_float(o, cli_val(cmd, argc, argv, &i));
         else if (!strcmp(o, "--massive-ratio"))
@@ -209,6 +224,9 @@ static int inspect_acts(int argc, char **argv) {
             return 2;
         }
     }
+    const char *model = op.model, *text = op.text;
+    int chunks = op.chunks, threads = op.threads;
+    p.n_ctx = op.n_ctx;
     if (!model)
         return cli_die(cmd, "usage: repliq inspect acts -m MODEL [-f TEXT] [-c CTX] [--chunks N] [--json OUT.json] "
                             "[-t N] [--massive-abs A] [--massive-ratio R]");
@@ -289,13 +307,10 @@ static void kv_hook(void *ctx, int layer, const float *k, const float *kb, int n
     rq_kvq_tokens(st->buf, n, st->nh, st->hd, st->bits);
     for (int64_t i = 0; i < nD; i++)
         ep += ((double)st->buf[i] - k[i]) * ((double)st->buf[i] - k[i]);
+    memcpy(st->buf, k, (size_t)nD * sizeof(float));
+    rq_kvq_keys(st->buf, kb, n, st->nh, st->hd, st->bits);
     for (int64_t i = 0; i < nD; i++)
-        st->buf[i] = k[i] - (kb ? kb[i] : 0.0f);
-    rq_kvq_tokens(st->buf, n, st->nh, st->hd, st->bits);
-    for (int64_t i = 0; i < nD; i++) {
-        double d = (double)st->buf[i] + (kb ? kb[i] : 0.0f) - k[i];
-        eu += d * d;
-    }
+        eu += ((double)st->buf[i] - k[i]) * ((double)st->buf[i] - k[i]);
     st->sum_k2[layer] += k2;
     st->sum_r2[layer] += r2;
     st->err_plain[layer] += ep;
@@ -304,27 +319,21 @@ static void kv_hook(void *ctx, int layer, const float *k, const float *kb, int n
 }
 
 static int inspect_kv(int argc, char **argv) {
-    const char *cmd = "inspect kv", *model = NULL, *text = "wiki.test.raw";
-    int chunks = 1, threads = 2, n_ctx = 512, bits = 4;
+    const char *cmd = "inspect kv";
+    inspect_opts op = {.text = "wiki.test.raw", .n_ctx = 512, .chunks = 1, .threads = 2};
+    int bits = 4;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
-        if (!strcmp(o, "-m"))
-            model = cli_val(cmd, argc, argv, &i);
-        else if (!strcmp(o, "-f"))
-            text = cli_val(cmd, argc, argv, &i);
-        else if (!strcmp(o, "-c"))
-            n_ctx = cli_int(cmd, o, cli_val(cmd, argc, argv, &i), 2);
-        else if (!strcmp(o, "--chunks"))
-            chunks = cli_int(cmd, o, cli_val(cmd, argc, argv, &i), 1);
-        else if (!strcmp(o, "--bits"))
+        if (common_opt(cmd, argc, argv, &i, 2, &op)) continue;
+        if (!strcmp(o, "--bits"))
             bits = cli_int(cmd, o, cli_val(cmd, argc, argv, &i), 2);
-        else if (!strcmp(o, "-t"))
-            threads = cli_int(cmd, o, cli_val(cmd, argc, argv, &i), 1);
         else {
             fprintf(stderr, "repliq %s: unknown option '%s'\n", cmd, o);
             return 2;
         }
     }
+    const char *model = op.model, *text = op.text;
+    int chunks = op.chunks, threads = op.threads, n_ctx = op.n_ctx;
     if (!model)
         return cli_die(cmd, "usage: repliq inspect kv -m MODEL [-f TEXT] [-c CTX] [--chunks N] [--bits B] [-t N]");
     if (bits > 8) return cli_die(cmd, "--bits must be 2..8 (integer keys)");

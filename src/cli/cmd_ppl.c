@@ -170,7 +170,7 @@ int cmd_ppl(int argc, char **argv) {
     if (m->actq.a_bits || m->actq.kv_bits)
         printf("activations %d bits (clip %.3f%s), KV cache %d bits%s\n", m->actq.a_bits, m->actq.a_clip,
                m->actq.a_bf16 ? ", bf16" : "", m->actq.kv_bits,
-               m->actq.kv_unbias && m->actq.kv_bits != 16 && m->cfg.arch->qkv_bias ? " (keys without their bias)" : "");
+               rq_actq_kv_unbiased(&m->actq) && m->cfg.arch->qkv_bias ? " (keys without their bias)" : "");
     if (kl_save) printf("saved KL base %s\n", kl_save);
     if (nll_save && save_nll(nll_save, &r)) rc = cli_die("ppl", rq_error());
     if (json) {
