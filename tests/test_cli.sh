@@ -39,6 +39,16 @@ expect test_cli_rotate_bad_seed "expected an integer" "$bin" rotate -m x -o y --
 expect test_cli_dfrot_usage "usage: repliq dfrot" "$bin" dfrot -m x
 expect test_cli_dfrot_bad_aclip "aclip" "$bin" dfrot -m x -o y --aclip 0
 expect test_cli_inspect_usage "inspect" "$bin" inspect
+# the top-level usage names every command and every inspect tool
+"$bin" >/dev/null 2>"$tmp/usage"
+missing=""
+for c in pull list info tokenize ppl convert bpw reference quantize calib rotate dfrot "inspect acts" "inspect kv" "inspect layers"; do
+    grep -q -- "^  $c " "$tmp/usage" || missing="$missing '$c'"
+done
+if [ -z "$missing" ]; then pass test_cli_usage_lists_all; else fail test_cli_usage_lists_all "usage lacks$missing"; fi
+expect test_cli_inspect_layers_usage "usage: repliq inspect layers" "$bin" inspect layers -m x
+expect test_cli_inspect_layers_both "choose one" "$bin" inspect layers -m x --ref y -f z --calib
+expect test_cli_inspect_layers_feed "feed must be" "$bin" inspect layers -m x --ref y --feed foo
 expect test_cli_ppl_bad_keep_massive "keep-massive" "$bin" ppl -m x -f y --keep-massive -3
 model=${REPLIQ_CACHE:-$HOME/.cache/repliq}/smollm2-135m.gguf
 if [ -f "$model" ]; then
@@ -66,6 +76,7 @@ if [ -f "$model" ]; then
     else
         fail test_cli_inspect_kv "$(head -c 400 "$tmp/kv.err" "$tmp/kv.out")"
     fi
+    expect test_cli_inspect_layers_no_calib "records no calibration" "$bin" inspect layers -m "$model" --ref "$model" --calib
     # The thread count does not change a quantized file (src/gemm.c): GPTQ on blocks 0 and 1 from
     # one window of 64 tokens with 1 and with 3 threads (the files differed before session 11).
     data=${REPLIQ_DATA:-}
@@ -81,9 +92,21 @@ if [ -f "$model" ]; then
         else
             fail test_cli_quantize_threads_same "quantized files from -t 1 and -t 3 differ or are missing"
         fi
+        # its layer errors on the windows it was fitted on: blocks 0 and 1 err, the kept blocks do not
+        if "$bin" inspect layers -m "$tmp/thr1.gguf" --ref "$model" --calib -t 1 --json "$tmp/le.jsonl" \
+            >"$tmp/le.out" 2>"$tmp/le.err" && python3 -c 'import json, sys
+e = [json.loads(l) for l in open(sys.argv[1])]
+ok = (len(e) == 210 and all(x["tokens"] == 64 and x["ref"] > 0 for x in e)
+      and all((x["rel_err"] > 0) == (x["layer"] < 2) for x in e))
+sys.exit(not ok)' "$tmp/le.jsonl"; then
+            pass test_cli_inspect_layers_calib
+        else
+            fail test_cli_inspect_layers_calib "$(head -c 400 "$tmp/le.err" "$tmp/le.out")"
+        fi
     else
         echo "SKIP test_cli_quantize_threads_same: REPLIQ_DATA not set or without the C4 sample"
+        echo "SKIP test_cli_inspect_layers_calib: REPLIQ_DATA not set or without the C4 sample"
     fi
 else
-    for t in empty_text not_utf8 short_text missing_text kl_base_bad inspect_kv_bits inspect_kv_short inspect_kv quantize_no_calib quantize_nothing_left ppl_bad_act quantize_threads_same; do echo "SKIP test_cli_$t: smollm2-135m not cached"; done
+    for t in empty_text not_utf8 short_text missing_text kl_base_bad inspect_kv_bits inspect_kv_short inspect_kv quantize_no_calib quantize_nothing_left ppl_bad_act quantize_threads_same inspect_layers_no_calib inspect_layers_calib; do echo "SKIP test_cli_$t: smollm2-135m not cached"; done
 fi

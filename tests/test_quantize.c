@@ -20,20 +20,7 @@
 static char src_path[128], out_path[128], out2_path[128];
 static int32_t calib_tok[4 * 48];
 
-static rq_calib tiny_calib(void) {
-    unsigned s = 11;
-    for (int i = 0; i < 4 * 48; i++) {
-        s = s * 1103515245u + 12345u;
-        calib_tok[i] = (int32_t)((s >> 8) % 97);
-    }
-    rq_calib c = {0};
-    c.tokens = calib_tok;
-    c.n = 4;
-    c.len = 48;
-    c.seed = 0;
-    snprintf(c.sha256, sizeof c.sha256, "%064d", 0);
-    return c;
-}
+static rq_calib tiny_calib(void) { return tiny_calib_windows(calib_tok, 4, 48, 97, 11u); }
 
 static int write_src(const char *arch) {
     /* n_ff 100: rows that no group of 64 or 128 divides */

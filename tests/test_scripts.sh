@@ -145,3 +145,16 @@ if [ "$plain" = blk.0.attn_q.weight ] && [ "$weighted" = blk.1.attn_q.weight ] &
 else
     fail test_rep_adaptive "plain '$plain', with --acts '$weighted', again '$again' (want blk.0, blk.1, blk.1, mtime kept)"
 fi
+
+# layer_compare: attn_q errors 0.2 / 0.1 in A and 0.1 / 0.3 in B: means 0.15 and 0.2, ratios 0.5 and
+# 3 (median 1.75), B lower in 1 of 2; a tensor in one file only is counted, not compared
+printf '%s\n' '{"name": "blk.0.attn_q.weight", "rel_err": 0.2}' '{"name": "blk.1.attn_q.weight", "rel_err": 0.1}' \
+    '{"name": "blk.2.attn_q.weight", "rel_err": 0.1}' >"$tmp/lca.jsonl"
+printf '%s\n' '{"name": "blk.0.attn_q.weight", "rel_err": 0.1}' '{"name": "blk.1.attn_q.weight", "rel_err": 0.3}' >"$tmp/lcb.jsonl"
+out=$(python3 "$repo/scripts/layer_compare.py" "$tmp/lca.jsonl" "$tmp/lcb.jsonl" 2>&1)
+if grep -q '^| attn_q | 2 | 0.15000 | 0.20000 | 1.750 | 1 of 2 |$' <<<"$out" && grep -q '^(1 tensors in only one file' <<<"$out" &&
+    ! python3 "$repo/scripts/layer_compare.py" "$tmp/lca.jsonl" /etc/hostname >/dev/null 2>&1; then
+    pass test_layer_compare
+else
+    fail test_layer_compare "got $out"
+fi

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "calib.h"
 #include "ggml_types.h"
 #include "gguf.h"
 #include "util.h"
@@ -115,6 +116,21 @@ static int tiny_model_write(const tiny_spec *sp, const char *path) {
     for (int i = 0; i < nb; i++) free(bufs[i]);
     rq_gguf_writer_free(w);
     return rc;
+}
+
+/* Calibration windows of pseudo-random ids below vocab, written into tok[n * len]
+ * (which the returned struct points to), as if from a file with an all-zero sha256. */
+static rq_calib tiny_calib_windows(int32_t *tok, int n, int len, int vocab, unsigned seed) {
+    for (int i = 0; i < n * len; i++) {
+        seed = seed * 1103515245u + 12345u;
+        tok[i] = (int32_t)((seed >> 8) % (unsigned)vocab);
+    }
+    rq_calib c = {0};
+    c.tokens = tok;
+    c.n = n;
+    c.len = len;
+    snprintf(c.sha256, sizeof c.sha256, "%064d", 0);
+    return c;
 }
 
 #endif

@@ -1,6 +1,7 @@
 /* cmd_inspect.c - repliq inspect: looks inside a model on a text. "acts" prints
  * the massive-activation statistics of acts.h per layer; "kv" what the keys hold
- * and what a simulated low-bit K cache loses, with and without the K bias. */
+ * and what a simulated low-bit K cache loses, with and without the K bias;
+ * "layers" a quantized file's layer objective on any text (layererr.h). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -10,8 +11,11 @@
 
 #include "actq.h"
 #include "acts.h"
+#include "calib.h"
 #include "cli.h"
 #include "forward.h"
+#include "gguf.h"
+#include "layererr.h"
 #include "model.h"
 #include "paths.h"
 #include "ppl.h"
@@ -20,18 +24,25 @@
 
 static int inspect_acts(int argc, char **argv);
 static int inspect_kv(int argc, char **argv);
+static int inspect_layers(int argc, char **argv);
 
 int cmd_inspect(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "acts")) return inspect_acts(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "kv")) return inspect_kv(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "layers")) return inspect_layers(argc - 1, argv + 1);
     if (argc >= 2) fprintf(stderr, "repliq inspect: unknown tool '%s'\n", argv[1]);
-    fprintf(stderr, "usage: repliq inspect acts -m MODEL [-f TEXT] [-c CTX] [--chunks N] [--json OUT.json] [-t N]\n"
-                    "                           [--massive-abs A] [--massive-ratio R]\n"
-                    "  acts   massive activations: per layer, max |x| of the residual stream and the linear\n"
-                    "         inputs, its ratio to the median, where it is, and the channels that carry it\n"
-                    "       repliq inspect kv -m MODEL [-f TEXT] [-c CTX] [--chunks N] [--bits B] [-t N]\n"
-                    "  kv     per layer: the K bias, the keys' largest values with and without it, and the\n"
-                    "         RMS error of B-bit keys (per head per token) with and without it\n");
+    fprintf(stderr,
+            "usage: repliq inspect acts -m MODEL [-f TEXT] [-c CTX] [--chunks N] [--json OUT.json] [-t N]\n"
+            "                           [--massive-abs A] [--massive-ratio R]\n"
+            "  acts   massive activations: per layer, max |x| of the residual stream and the linear\n"
+            "         inputs, its ratio to the median, where it is, and the channels that carry it\n"
+            "       repliq inspect kv -m MODEL [-f TEXT] [-c CTX] [--chunks N] [--bits B] [-t N]\n"
+            "  kv     per layer: the K bias, the keys' largest values with and without it, and the\n"
+            "         RMS error of B-bit keys (per head per token) with and without it\n"
+            "       repliq inspect layers -m QUANT.gguf --ref REF.gguf [-f TEXT | --calib] [-c CTX] [--chunks N]\n"
+            "                             [-n N] [--feed quant|ref] [--json OUT.jsonl] [-t N]\n"
+            "  layers per linear layer, ||(W'-W)X||^2 / ||WX||^2 on a text's inputs X (or on the\n"
+            "         calibration windows the file was fitted on, --calib)\n");
     return 2;
 }
 
@@ -419,4 +430,193 @@ out:
     free(st.ch_k);
     rq_model_free(m);
     return rc;
+}
+
+/* The calibration windows recorded in a quantized file's metadata (repliq.calib.*),
+ * read again from the same file (checked by its sha256); n > 0 takes the first n. */
+static int recorded_calib(const rq_gguf *g, const rq_tokenizer *tok, int n, rq_calib *cal) {
+    rq_str file, sha;
+    int64_t seed, cn, len;
+    if (rq_gguf_get_str(g, "repliq.calib.file", &file) || rq_gguf_get_str(g, "repliq.calib.sha256", &sha) ||
+        rq_gguf_get_int(g, "repliq.calib.seed", &seed) || rq_gguf_get_int(g, "repliq.calib.n", &cn) ||
+        rq_gguf_get_int(g, "repliq.calib.len", &len))
+        return rq_fail("%s records no calibration windows (made without calibration, or not by repliq quantize); "
+                       "give a text with -f instead of --calib",
+                       g->path);
+    if (n > cn) return rq_fail("-n %d: the file was fitted on %lld calibration windows", n, (long long)cn);
+    char name[512], path[4096], want[65];
+    snprintf(name, sizeof name, "%.*s", (int)file.len, file.ptr);
+    snprintf(want, sizeof want, "%.*s", (int)sha.len, sha.ptr);
+    if (rq_resolve_data(name, path, sizeof path)) return rq_fail_ctx("the calibration file the fit read");
+    if (rq_calib_load(path, tok, n > 0 ? n : (int)cn, (int)len, (uint64_t)seed, cal)) return -1;
+    if (strcmp(cal->sha256, want)) {
+        rq_calib_free(cal);
+        return rq_fail("%s has sha256 %s, but the fit read a file with %s: not the same calibration text", path,
+                       cal->sha256, want);
+    }
+    return 0;
+}
+
+/* Up to chunks windows of n_ctx tokens of a text, tokenized as ppl reads it, with
+ * the BOS over each window's first token when the tokenizer adds one. */
+static int text_windows(const char *tpath, const rq_tokenizer *tok, int n_ctx, int chunks, int32_t **out, int *nw) {
+    char *buf;
+    size_t len, n_tok = 0;
+    int32_t *all = NULL;
+    if (rq_read_file(tpath, &buf, &len)) return -1;
+    if (len && buf[len - 1] == '\n') len--;
+    int rc = len ? rq_tokenize(tok, buf, len, true, &all, &n_tok) : rq_fail("%s is empty", tpath);
+    free(buf);
+    if (rc) return rq_fail_ctx("%s", tpath);
+    int64_t w = (int64_t)(n_tok / (size_t)n_ctx);
+    if (w > chunks) w = chunks;
+    if (w < 1) {
+        free(all);
+        return rq_fail("%s holds %zu tokens, fewer than one window of %d; give a smaller -c", tpath, n_tok, n_ctx);
+    }
+    for (int64_t i = 0; rq_tokenizer_adds_bos(tok) && i < w; i++)
+        all[i * n_ctx] = rq_tokenizer_bos(tok);
+    *out = all;
+    *nw = (int)w;
+    return 0;
+}
+
+static int save_layers_json(const rq_lerr *le, const char *feed, const char *text, const char *path) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return rq_fail("cannot create %s: %s", tmp, strerror(errno));
+    for (int i = 0; i < le->n; i++) {
+        const rq_lerr_entry *e = &le->e[i];
+        fprintf(f,
+                "{\"name\":\"%s\",\"layer\":%d,\"rows\":%lld,\"cols\":%lld,\"rel_err\":%.17g,\"err\":%.17g,"
+                "\"ref\":%.17g,\"tokens\":%lld,\"feed\":\"%s\",\"text\":\"%s\"}\n",
+                e->name, e->layer, (long long)e->rows, (long long)e->cols, rq_lerr_rel(e), e->err, e->ref,
+                (long long)le->n_tokens, feed, text);
+    }
+    if (fclose(f) || rename(tmp, path)) {
+        unlink(tmp);
+        return rq_fail("cannot write %s: %s", path, strerror(errno));
+    }
+    return 0;
+}
+
+static int inspect_layers(int argc, char **argv) {
+    const char *cmd = "inspect layers", *ref = NULL, *json = NULL, *feed_s = "quant";
+    inspect_opts op = {.text = "wiki.valid.raw", .n_ctx = 2048, .chunks = 8, .threads = 2};
+    bool calib = false, text_given = false;
+    int n = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "-f")) text_given = true;
+        if (common_opt(cmd, argc, argv, &i, 1, &op)) continue;
+        if (!strcmp(o, "--ref"))
+            ref = cli_val(cmd, argc, argv, &i);
+        else if (!strcmp(o, "--calib"))
+            calib = true;
+        else if (!strcmp(o, "-n"))
+            n = cli_int(cmd, o, cli_val(cmd, argc, argv, &i), 1);
+        else if (!strcmp(o, "--feed"))
+            feed_s = cli_val(cmd, argc, argv, &i);
+        else if (!strcmp(o, "--json"))
+            json = cli_val(cmd, argc, argv, &i);
+        else {
+            fprintf(stderr, "repliq %s: unknown option '%s'\n", cmd, o);
+            return 2;
+        }
+    }
+    if (!op.model || !ref)
+        return cli_die(cmd, "usage: repliq inspect layers -m QUANT.gguf --ref REF.gguf [-f TEXT | --calib] [-c CTX] "
+                            "[--chunks N] [-n N] [--feed quant|ref] [--json OUT.jsonl] [-t N]");
+    if (calib && text_given) return cli_die(cmd, "-f and --calib both given: choose one source of inputs");
+    if (n && !calib) return cli_die(cmd, "-n counts calibration windows; with a text, use --chunks");
+    rq_lerr_feed feed;
+    if (!strcmp(feed_s, "quant"))
+        feed = RQ_LERR_FEED_QUANT;
+    else if (!strcmp(feed_s, "ref"))
+        feed = RQ_LERR_FEED_REF;
+    else
+        return cli_die(cmd, "--feed must be 'quant' (the quantized model's activations) or 'ref' (the reference's)");
+    char qpath[4096], rpath[4096], tpath[4096] = "";
+    if (rq_resolve_model(op.model, qpath, sizeof qpath) || rq_resolve_model(ref, rpath, sizeof rpath) ||
+        (!calib && rq_resolve_data(op.text, tpath, sizeof tpath)))
+        return cli_die(cmd, rq_error());
+    rq_gguf *g;
+    rq_tokenizer *tok = NULL;
+    if (rq_gguf_open(qpath, &g)) return cli_die(cmd, rq_error());
+    if (rq_tokenizer_from_gguf(g, &tok)) {
+        rq_gguf_close(g);
+        return cli_die(cmd, rq_error());
+    }
+    int32_t *tokens = NULL;
+    int nw = 0, len = op.n_ctx, rc;
+    rq_calib cal = {0};
+    char src[4200];
+    if (calib) {
+        rc = recorded_calib(g, tok, n, &cal);
+        if (!rc) {
+            tokens = cal.tokens;
+            nw = cal.n;
+            len = cal.len;
+            snprintf(src, sizeof src, "calibration windows of %s (seed %llu)", cal.path, (unsigned long long)cal.seed);
+        }
+    } else {
+        rc = text_windows(tpath, tok, op.n_ctx, op.chunks, &tokens, &nw);
+        snprintf(src, sizeof src, "%s", tpath);
+    }
+    rq_tokenizer_free(tok);
+    rq_gguf_close(g);
+    if (rc) return cli_die(cmd, rq_error());
+    if (json) { /* find out now, not after the run, that the output cannot be written */
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.tmp", json);
+        FILE *f = fopen(tmp, "w");
+        if (!f) {
+            if (calib)
+                rq_calib_free(&cal);
+            else
+                free(tokens);
+            fprintf(stderr, "repliq %s: cannot create %s: %s; check that the folder exists and is writable\n", cmd, tmp,
+                    strerror(errno));
+            return 1;
+        }
+        fclose(f);
+        unlink(tmp);
+    }
+    rq_set_threads(op.threads);
+    double t0 = rq_time();
+    rq_lerr le;
+    rc = rq_layer_errors(qpath, rpath, tokens, nw, len, feed, true, &le);
+    if (calib)
+        rq_calib_free(&cal);
+    else
+        free(tokens);
+    if (rc || (json && save_layers_json(&le, feed_s, src, json))) {
+        rq_lerr_free(&le);
+        return cli_die(cmd, rq_error());
+    }
+    printf("quantized %s\nreference %s\ninputs: %s, %d window%s of %d tokens (%lld), fed by the %s model; no "
+           "activation quantization; %.1fs\n",
+           qpath, rpath, src, nw, nw == 1 ? "" : "s", len, (long long)le.n_tokens,
+           feed == RQ_LERR_FEED_REF ? "reference" : "quantized", rq_time() - t0);
+    printf("relative layer error ||(W'-W)X||^2 / ||WX||^2\n| layer | attn_q | attn_k | attn_v | attn_output | "
+           "ffn_gate | ffn_up | ffn_down |\n|---|---|---|---|---|---|---|---|\n");
+    double mean[7] = {0};
+    int L = le.n / 7;
+    for (int l = 0; l < L; l++) {
+        printf("| %d |", l);
+        for (int j = 0; j < 7; j++) {
+            double r = rq_lerr_rel(&le.e[7 * l + j]);
+            mean[j] += r / L;
+            printf(" %.5f |", r);
+        }
+        printf("\n");
+    }
+    printf("| mean |");
+    for (int j = 0; j < 7; j++)
+        printf(" %.5f |", mean[j]);
+    printf("\n");
+    if (json) printf("wrote %s\n", json);
+    rq_lerr_free(&le);
+    return 0;
 }

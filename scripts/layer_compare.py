@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Two files' relative layer errors ||(W'-W)X||^2/||WX||^2, tensor by tensor: per
+layer type, the mean of each, the median of B/A and in how many layers B is lower.
+Reads `repliq inspect layers --json` output or a quantize per-tensor log
+(`*.tensors.jsonl`); tensors present in only one file are left out and counted.
+  scripts/layer_compare.py A.jsonl B.jsonl [--label-a NAME] [--label-b NAME]"""
+import argparse
+import json
+import statistics
+import sys
+
+
+def load(path):
+    out = {}
+    try:
+        lines = open(path).readlines()
+    except OSError as e:
+        sys.exit(f"layer_compare: cannot read {path}: {e.strerror}")
+    for n, line in enumerate(lines, 1):
+        try:
+            t = json.loads(line)
+            rel = float(t["rel_err"])
+        except (ValueError, KeyError) as e:
+            sys.exit(f"layer_compare: {path}:{n}: not a layer-error record ({e})")
+        if rel >= 0:  # -1: measured without calibration inputs
+            out[t["name"]] = rel
+    if not out:
+        sys.exit(f"layer_compare: {path} holds no layer errors")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("a")
+    ap.add_argument("b")
+    ap.add_argument("--label-a", default="A")
+    ap.add_argument("--label-b", default="B")
+    o = ap.parse_args()
+    a, b = load(o.a), load(o.b)
+    common = [k for k in a if k in b]
+    if not common:
+        sys.exit("layer_compare: the two files share no tensor names")
+    by = {}
+    for k in common:
+        by.setdefault(k.split(".")[2], []).append(k)
+    la, lb = o.label_a, o.label_b
+    print(f"| layer type | tensors | mean {la} | mean {lb} | median {lb}/{la} | {lb} lower in |")
+    print("|---|---|---|---|---|---|")
+    lower_all = 0
+    for typ, ks in by.items():
+        ma = sum(a[k] for k in ks) / len(ks)
+        mb = sum(b[k] for k in ks) / len(ks)
+        med = statistics.median(b[k] / a[k] for k in ks if a[k] > 0) if any(a[k] > 0 for k in ks) else float("nan")
+        lower = sum(b[k] < a[k] for k in ks)
+        lower_all += lower
+        print(f"| {typ} | {len(ks)} | {ma:.5f} | {mb:.5f} | {med:.3f} | {lower} of {len(ks)} |")
+    ratios = [b[k] / a[k] for k in common if a[k] > 0]
+    print(f"| all | {len(common)} | | | {statistics.median(ratios):.3f} | {lower_all} of {len(common)} |")
+    only = len(a) + len(b) - 2 * len(common)
+    if only:
+        print(f"({only} tensors in only one file left out)")
+
+
+if __name__ == "__main__":
+    main()

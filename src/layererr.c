@@ -1,0 +1,178 @@
+/* layererr.c - the layer objective of a quantized file on any text (layererr.h). */
+#include "layererr.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward.h"
+#include "gemm.h"
+#include "gguf.h"
+#include "model.h"
+#include "util.h"
+
+double rq_lerr_rel(const rq_lerr_entry *e) { return e->ref > 0 ? e->err / e->ref : 0; }
+
+void rq_lerr_free(rq_lerr *r) {
+    if (!r) return;
+    free(r->e);
+    memset(r, 0, sizeof *r);
+}
+
+static const char *const LINEAR_NAMES[7] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
+                                            "ffn_gate", "ffn_up", "ffn_down"};
+
+/* The block's seven matrices in LINEAR_NAMES order. */
+static const rq_linear *block_linear(const rq_layer *L, int j) {
+    const rq_linear *all[7] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
+    return all[j];
+}
+
+/* The linears that read a hook point: [first, first + count). */
+static void point_linears(rq_hook_point p, int *first, int *count) {
+    static const int F[RQ_HOOK_COUNT] = {0, 3, 4, 6}, C[RQ_HOOK_COUNT] = {3, 1, 2, 1};
+    *first = F[p];
+    *count = C[p];
+}
+
+typedef struct {
+    const rq_layer *quant, *ref;
+    rq_lerr_entry *e; /* this block's seven */
+    float *yq, *yr;   /* [win_len, max rows] */
+} hook_ctx;
+
+static void hook(void *ctx, int layer, rq_hook_point p, const float *x, int n, int cols) {
+    (void)layer;
+    hook_ctx *h = ctx;
+    int first, count;
+    point_linears(p, &first, &count);
+    for (int j = first; j < first + count; j++) {
+        const rq_linear *a = block_linear(h->quant, j), *b = block_linear(h->ref, j);
+        int rows = (int)a->rows;
+        rq_sgemm(CblasNoTrans, CblasTrans, n, rows, cols, 1.0f, x, cols, a->w, cols, 0.0f, h->yq, rows);
+        rq_sgemm(CblasNoTrans, CblasTrans, n, rows, cols, 1.0f, x, cols, b->w, cols, 0.0f, h->yr, rows);
+        double err = 0, ref = 0;
+        for (int64_t i = 0; i < (int64_t)n * rows; i++) {
+            double d = (double)h->yq[i] - h->yr[i];
+            err += d * d;
+            ref += (double)h->yr[i] * h->yr[i];
+        }
+        h->e[j].err += err;
+        h->e[j].ref += ref;
+    }
+}
+
+/* Everything both files must agree on for their layers to be compared. */
+static int check_pair(const rq_gguf *gq, const rq_gguf *gr, rq_config *c) {
+    rq_config cq, cr;
+    rq_online_rot oq, onr;
+    if (rq_config_from_gguf(gq, &cq) || rq_config_from_gguf(gr, &cr) || rq_online_from_gguf(gq, &oq) ||
+        rq_online_from_gguf(gr, &onr))
+        return -1;
+    if (strcmp(cq.arch->name, cr.arch->name))
+        return rq_fail("architectures differ: %s is %s, %s is %s", gq->path, cq.arch->name, gr->path, cr.arch->name);
+    struct {
+        const char *what;
+        int q, r;
+    } dims[] = {{"n_vocab", cq.n_vocab, cr.n_vocab},
+                {"n_embd", cq.n_embd, cr.n_embd},
+                {"n_ff", cq.n_ff, cr.n_ff},
+                {"n_layer", cq.n_layer, cr.n_layer},
+                {"n_head", cq.n_head, cr.n_head},
+                {"n_head_kv", cq.n_head_kv, cr.n_head_kv},
+                {"head_dim", cq.head_dim, cr.head_dim},
+                {"online R3", oq.r3, onr.r3},
+                {"online R4", oq.r4, onr.r4}};
+    for (size_t i = 0; i < sizeof dims / sizeof *dims; i++)
+        if (dims[i].q != dims[i].r)
+            return rq_fail("%s differs: %d in %s, %d in %s; compare a quantized file with the model it was made "
+                           "from (a rotated model's file with the rotated f32 file)",
+                           dims[i].what, dims[i].q, gq->path, dims[i].r, gr->path);
+    if ((oq.r3 != RQ_ROT_NONE || oq.r4 != RQ_ROT_NONE) && oq.seed != onr.seed)
+        return rq_fail("the online rotations' seeds differ: %llu in %s, %llu in %s", (unsigned long long)oq.seed,
+                       gq->path, (unsigned long long)onr.seed, gr->path);
+    *c = cq;
+    return 0;
+}
+
+int rq_layer_errors(const char *quant_path, const char *ref_path, const int32_t *tokens, int n_win, int win_len,
+                    rq_lerr_feed feed, bool progress, rq_lerr *out) {
+    memset(out, 0, sizeof *out);
+    if (n_win < 1 || win_len < 1)
+        return rq_fail("layer errors: %d windows of %d tokens: need at least one", n_win, win_len);
+    rq_gguf *gq = NULL, *gr = NULL;
+    rq_fwd *f = NULL;
+    float *emb = NULL, *x = NULL, *yq = NULL, *yr = NULL;
+    int rc = -1;
+    if (rq_gguf_open(quant_path, &gq) || rq_gguf_open(ref_path, &gr)) goto done;
+    rq_config c = {0};
+    if (check_pair(gq, gr, &c)) goto done;
+    const int64_t N = (int64_t)n_win * win_len, E = c.n_embd;
+    for (int64_t i = 0; i < N; i++)
+        if (tokens[i] < 0 || tokens[i] >= c.n_vocab) {
+            rq_fail("token %d at %lld is outside the vocabulary (%d)", tokens[i], (long long)i, c.n_vocab);
+            goto done;
+        }
+    const rq_gguf *gfed = feed == RQ_LERR_FEED_REF ? gr : gq;
+    if (!(emb = rq_tensor_load_f32(gfed, "token_embd.weight", E, c.n_vocab))) goto done;
+    x = rq_malloc((size_t)N * E * sizeof *x);
+    for (int64_t i = 0; i < N; i++)
+        memcpy(x + i * E, emb + (size_t)tokens[i] * E, (size_t)E * sizeof *x);
+    free(emb);
+    emb = NULL;
+    if (!(f = rq_fwd_new_cfg(&c, win_len))) goto done;
+    rq_online_rot on;
+    if (rq_online_from_gguf(gfed, &on) || rq_fwd_set_online(f, &on)) goto done;
+    rq_actq none = {.a_clip = 1.0f}; /* weights alone: no simulated activation or KV quantization */
+    rq_fwd_set_actq(f, &none);
+    int64_t rmax = c.n_ff > E ? c.n_ff : E;
+    yq = rq_malloc((size_t)win_len * rmax * sizeof *yq);
+    yr = rq_malloc((size_t)win_len * rmax * sizeof *yr);
+    out->n = 7 * c.n_layer;
+    out->e = rq_calloc((size_t)out->n, sizeof *out->e);
+    out->n_tokens = N;
+    double t0 = rq_time();
+    for (int l = 0; l < c.n_layer; l++) {
+        rq_layer Lq, Lr;
+        if (rq_layer_load(gq, &c, l, &Lq)) goto done;
+        if (rq_layer_load(gr, &c, l, &Lr)) {
+            rq_layer_free(&Lq);
+            goto done;
+        }
+        if (rq_layer_ffn_paths(&Lq) > 1 || rq_layer_ffn_paths(&Lr) > 1) {
+            rq_fail("blk.%d: the MLP runs as %d paths (\"combine\": \"mlp\"), which have no single matrix to compare",
+                    l, rq_layer_ffn_paths(&Lq) > 1 ? rq_layer_ffn_paths(&Lq) : rq_layer_ffn_paths(&Lr));
+            rq_layer_free(&Lq);
+            rq_layer_free(&Lr);
+            goto done;
+        }
+        rq_lerr_entry *e = out->e + 7 * l;
+        for (int j = 0; j < 7; j++) {
+            snprintf(e[j].name, sizeof e[j].name, "blk.%d.%s.weight", l, LINEAR_NAMES[j]);
+            e[j].layer = l;
+            e[j].rows = block_linear(&Lq, j)->rows;
+            e[j].cols = block_linear(&Lq, j)->cols;
+        }
+        hook_ctx h = {&Lq, &Lr, e, yq, yr};
+        const rq_layer *fed = feed == RQ_LERR_FEED_REF ? &Lr : &Lq;
+        for (int w = 0; w < n_win; w++)
+            rq_fwd_layer(f, fed, l, x + (int64_t)w * win_len * E, win_len, hook, &h);
+        rq_layer_free(&Lq);
+        rq_layer_free(&Lr);
+        if (progress) rq_progress("layer errors", l + 1, c.n_layer, t0);
+    }
+    rc = 0;
+done:
+    if (rc) {
+        rq_lerr_free(out);
+        rq_fail_ctx("layer errors of %s against %s", quant_path, ref_path);
+    }
+    rq_fwd_free(f);
+    free(emb);
+    free(x);
+    free(yq);
+    free(yr);
+    rq_gguf_close(gq);
+    rq_gguf_close(gr);
+    return rc;
+}
