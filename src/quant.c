@@ -171,6 +171,14 @@ struct rq_gptq {
     int64_t cols, n;
     float *H;      /* [cols, cols] running 2/n * sum x x^T; the upper triangle is current */
     bool mirrored; /* the lower triangle matches the upper one */
+    /* The last inverse factor and column order computed from H, with the damping
+     * and act-order they were made with: the layers that share an input, and the
+     * rounds of a replicated fit, quantize against the same factor. Not part of
+     * the accumulator's value (a const rq_gptq may fill it); dropped by add_batch. */
+    float *U;
+    int64_t *perm;
+    float u_damp;
+    bool u_act;
 };
 
 rq_gptq *rq_gptq_new(int64_t cols) {
@@ -180,8 +188,16 @@ rq_gptq *rq_gptq_new(int64_t cols) {
     return h;
 }
 
+static void drop_factor(rq_gptq *h) {
+    free(h->U);
+    free(h->perm);
+    h->U = NULL;
+    h->perm = NULL;
+}
+
 void rq_gptq_free(rq_gptq *h) {
     if (!h) return;
+    drop_factor(h);
     free(h->H);
     free(h);
 }
@@ -190,6 +206,7 @@ void rq_gptq_free(rq_gptq *h) {
  * and no large sum builds up in float. */
 void rq_gptq_add_batch(rq_gptq *h, const float *x, int64_t n) {
     if (n <= 0) return;
+    drop_factor(h);
     int64_t c = h->cols, tot = h->n + n;
     float alpha = (float)(2.0 / (double)tot), beta = (float)((double)h->n / (double)tot);
     rq_ssyrk_upper_t((int)c, (int)n, alpha, x, (int)c, beta, h->H, (int)c);
@@ -404,6 +421,37 @@ static int gptq_order_factor(const rq_gptq_opts *o, float **W, float **H, int64_
     return inverse_factor(*H, n, o->damp);
 }
 
+/* gptq_order_factor through h's cache: the same bits as computing it again
+ * (LAPACK runs on one thread), without the O(n^3) factorization. */
+static int order_factor_cached(const rq_gptq *hc, const rq_gptq_opts *o, float **W, float **H, int64_t rows, int64_t n,
+                               int64_t *perm, double *keys) {
+    rq_gptq *h = (rq_gptq *)hc; /* only the cache changes; h itself is never a const object */
+    if (h->U && h->u_damp == o->damp && h->u_act == o->act_order) {
+        memcpy(perm, h->perm, (size_t)n * sizeof *perm);
+        if (o->act_order) {
+            float *w2 = rq_malloc((size_t)(rows * n) * sizeof *w2);
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t j = 0; j < n; j++)
+                    w2[r * n + j] = (*W)[r * n + perm[j]];
+            free(*W);
+            *W = w2;
+        }
+        memcpy(*H, h->U, (size_t)(n * n) * sizeof **H);
+        return 0;
+    }
+    int rc = gptq_order_factor(o, W, H, rows, n, perm, keys);
+    if (rc == 0) {
+        drop_factor(h);
+        h->U = rq_malloc((size_t)(n * n) * sizeof *h->U);
+        h->perm = rq_malloc((size_t)n * sizeof *h->perm);
+        memcpy(h->U, *H, (size_t)(n * n) * sizeof *h->U);
+        memcpy(h->perm, perm, (size_t)n * sizeof *h->perm);
+        h->u_damp = o->damp;
+        h->u_act = o->act_order;
+    }
+    return rc;
+}
+
 int rq_gptq_quantize(const rq_gptq *h, const rq_grid *g, const rq_gptq_opts *o, const float *w, int64_t rows,
                      int64_t cols, uint64_t seed, uint64_t stream, rq_qtensor *out) {
     memset(out, 0, sizeof *out);
@@ -433,7 +481,7 @@ int rq_gptq_quantize(const rq_gptq *h, const rq_grid *g, const rq_gptq_opts *o, 
     for (int64_t r = 0; r < rows && out->n_sal; r++)
         fit_rscale(out, r, W + r * n);
     int64_t *perm = rq_malloc((size_t)n * sizeof *perm);
-    int rc = gptq_order_factor(o, &W, &H, rows, n, perm, sal); /* saliency is no longer needed */
+    int rc = order_factor_cached(h, o, &W, &H, rows, n, perm, sal); /* saliency is no longer needed */
     if (rc == 0) {
         gptq_columns(out, rows, n, W, H, perm, slot, o->block, !stat, seed, stream, NULL, NULL);
     } else {
@@ -456,7 +504,7 @@ int rq_gptq_quantize_dec(const rq_gptq *h, const rq_gptq_opts *o, const float *w
     if (gptq_setup(h, o, w, rows, cols, &W, &H)) return -1;
     int64_t *perm = rq_malloc((size_t)cols * sizeof *perm);
     double *keys = rq_malloc((size_t)cols * sizeof *keys);
-    int rc = gptq_order_factor(o, &W, &H, rows, cols, perm, keys);
+    int rc = order_factor_cached(h, o, &W, &H, rows, cols, perm, keys);
     if (rc == 0)
         gptq_columns(NULL, rows, cols, W, H, perm, NULL, o->block, false, 0, 0, dec, ctx);
     else

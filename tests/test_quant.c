@@ -125,6 +125,75 @@ static void test_gptq_beats_rtn(void) {
 /* The lazy block updates are only a reordering of the same arithmetic: block 1
  * (all feedback through sgemm), 37 and cols (all feedback inside the block) give
  * nearly the same codes; only float rounding order differs. */
+/* A fresh accumulator with the same batches as layer_make's. */
+static rq_gptq *fresh_h(const layer *L, int64_t n) {
+    rq_gptq *h = rq_gptq_new(L->cols);
+    for (int64_t t0 = 0; t0 < n; t0 += 100)
+        rq_gptq_add_batch(h, L->x + t0 * L->cols, n - t0 < 100 ? n - t0 : 100);
+    return h;
+}
+
+/* Dequantized GPTQ result of w against h, bitwise, as one array. */
+static float *gptq_what(const rq_gptq *h, const rq_grid *g, const rq_gptq_opts *o, const float *w, const layer *L) {
+    rq_qtensor t;
+    if (rq_gptq_quantize(h, g, o, w, L->rows, L->cols, 0, 0, &t)) return NULL;
+    float *what = rq_malloc((size_t)(L->rows * L->cols) * sizeof *what);
+    rq_qtensor_dequant(&t, what);
+    rq_qtensor_free(&t);
+    return what;
+}
+
+/* The accumulator keeps the last inverse factor for the layers that share it:
+ * each call, whatever came before it on the same accumulator (other damping,
+ * other order, other weights, more batches), equals the call on a fresh one. */
+static void test_factor_cache(void) {
+    layer L;
+    layer_make(&L, 24, 90, 77);
+    float *w2 = rq_malloc((size_t)(L.rows * L.cols) * sizeof *w2);
+    for (int64_t i = 0; i < L.rows * L.cols; i++)
+        w2[i] = L.w[i] * (1.0f + 0.3f * (float)((i * 7) % 5));
+    rq_grid g = grid(2, true, 0);
+    rq_gptq_opts a = rq_gptq_opts_default(), b = a, c = a;
+    a.act_order = true;
+    b.act_order = false;
+    c.act_order = true;
+    c.damp = 0.05f;
+    struct {
+        const rq_gptq_opts *o;
+        const float *w;
+        bool more; /* add the layer's inputs once more before this call */
+    } seq[] = {{&a, L.w, false}, {&a, w2, false}, {&b, L.w, false}, {&a, L.w, false},
+               {&c, w2, false},  {&c, w2, true},  {&a, L.w, false}};
+    int64_t n = L.n;
+    size_t bytes = (size_t)(L.rows * L.cols) * sizeof(float);
+    for (size_t i = 0; i < sizeof seq / sizeof *seq; i++) {
+        if (seq[i].more) {
+            for (int64_t t0 = 0; t0 < L.n; t0 += 100)
+                rq_gptq_add_batch(L.h, L.x + t0 * L.cols, L.n - t0 < 100 ? L.n - t0 : 100);
+            n += L.n;
+        }
+        rq_gptq *f = rq_gptq_new(L.cols);
+        for (int64_t rep = 0; rep < n / L.n; rep++)
+            for (int64_t t0 = 0; t0 < L.n; t0 += 100)
+                rq_gptq_add_batch(f, L.x + t0 * L.cols, L.n - t0 < 100 ? L.n - t0 : 100);
+        float *x = gptq_what(L.h, &g, seq[i].o, seq[i].w, &L), *y = gptq_what(f, &g, seq[i].o, seq[i].w, &L);
+        CHECKF(x && y && !memcmp(x, y, bytes), "call %zu: the shared accumulator's result differs from a fresh one's",
+               i);
+        free(x);
+        free(y);
+        rq_gptq_free(f);
+    }
+    /* and the results differ between settings (the comparison above can fail) */
+    rq_gptq *f = fresh_h(&L, L.n);
+    float *x = gptq_what(f, &g, &a, L.w, &L), *y = gptq_what(f, &g, &c, L.w, &L);
+    CHECK(x && y && memcmp(x, y, bytes) != 0);
+    free(x);
+    free(y);
+    rq_gptq_free(f);
+    free(w2);
+    layer_free(&L);
+}
+
 static void test_block_size_invariant(void) {
     layer L;
     layer_make(&L, 32, 100, 51);
@@ -528,6 +597,7 @@ static void test_decoder_callback(void) {
 int main(void) {
     RUN(test_gptq_beats_rtn);
     RUN(test_block_size_invariant);
+    RUN(test_factor_cache);
     RUN(test_act_order_forces_static);
     RUN(test_gptq_equals_rtn_on_diagonal_h);
     RUN(test_binres_rtn);
