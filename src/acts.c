@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "jsonw.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -275,27 +276,6 @@ static void json_num(FILE *f, double v) {
 
 /* s[0..n) as a JSON string; bytes of invalid UTF-8 (a token can hold part of a
  * character) are written as the text \xNN. */
-static void json_str(FILE *f, const char *s, size_t n) {
-    bool utf8 = rq_utf8_check(s, n) == n;
-    fputc('"', f);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c == '\n')
-            fputs("\\n", f);
-        else if (c == '\t')
-            fputs("\\t", f);
-        else if (c < 0x20 || c == 0x7f)
-            fprintf(f, "\\u%04x", c);
-        else if (c >= 0x80 && !utf8)
-            fprintf(f, "\\\\x%02X", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 static void json_token(FILE *f, const struct rq_tokenizer *tok, int32_t id) {
     char buf[256];
     int n = rq_token_to_bytes(tok, id, buf, sizeof buf);
@@ -304,12 +284,12 @@ static void json_token(FILE *f, const struct rq_tokenizer *tok, int32_t id) {
         return;
     }
     if ((size_t)n <= sizeof buf) {
-        json_str(f, buf, (size_t)n);
+        rq_json_str(f, buf, (size_t)n);
         return;
     }
     char *big = rq_malloc((size_t)n);
     rq_token_to_bytes(tok, id, big, (size_t)n);
-    json_str(f, big, (size_t)n);
+    rq_json_str(f, big, (size_t)n);
     free(big);
 }
 
@@ -350,10 +330,10 @@ static void json_site(FILE *f, const rq_acts_stats *s, const struct rq_tokenizer
 
 int rq_acts_write_json(const rq_acts *a, const struct rq_tokenizer *tok, const char *text, FILE *f) {
     fputs("{\"kind\": \"repliq.acts\", \"version\": 1, \"model\": ", f);
-    json_str(f, a->model, strlen(a->model));
+    rq_json_str(f, a->model, strlen(a->model));
     if (text) {
         fputs(", \"text\": ", f);
-        json_str(f, text, strlen(text));
+        rq_json_str(f, text, strlen(text));
     }
     fprintf(f, ", \"n_tokens\": %lld, \"n_ctx\": %d, \"n_windows\": %lld, \"bos_id\": %d, \"abs_thr\": ",
             (long long)a->n_tokens, a->p.n_ctx, (long long)a->n_windows, a->p.bos_id);

@@ -8,10 +8,12 @@
 #include "forward.h"
 #include "gemm.h"
 #include "gguf.h"
+#include "jsonw.h"
 #include "model.h"
 #include "util.h"
 
 double rq_lerr_rel(const rq_lerr_entry *e) { return e->ref > 0 ? e->err / e->ref : 0; }
+double rq_lerr_mean_share(const rq_lerr_entry *e) { return e->err > 0 ? e->err_mean / e->err : 0; }
 
 void rq_lerr_free(rq_lerr *r) {
     if (!r) return;
@@ -39,6 +41,7 @@ typedef struct {
     const rq_layer *quant, *ref;
     rq_lerr_entry *e; /* this block's seven */
     float *yq, *yr;   /* [win_len, max rows] */
+    double *dsum[7];  /* per output: the sum over tokens of (W' - W) x */
 } hook_ctx;
 
 static void hook(void *ctx, int layer, rq_hook_point p, const float *x, int n, int cols) {
@@ -51,12 +54,15 @@ static void hook(void *ctx, int layer, rq_hook_point p, const float *x, int n, i
         int rows = (int)a->rows;
         rq_sgemm(CblasNoTrans, CblasTrans, n, rows, cols, 1.0f, x, cols, a->w, cols, 0.0f, h->yq, rows);
         rq_sgemm(CblasNoTrans, CblasTrans, n, rows, cols, 1.0f, x, cols, b->w, cols, 0.0f, h->yr, rows);
-        double err = 0, ref = 0;
-        for (int64_t i = 0; i < (int64_t)n * rows; i++) {
-            double d = (double)h->yq[i] - h->yr[i];
-            err += d * d;
-            ref += (double)h->yr[i] * h->yr[i];
-        }
+        double err = 0, ref = 0, *ds = h->dsum[j];
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t r = 0; r < rows; r++) {
+                int64_t i = t * rows + r;
+                double d = (double)h->yq[i] - h->yr[i];
+                err += d * d;
+                ds[r] += d;
+                ref += (double)h->yr[i] * h->yr[i];
+            }
         h->e[j].err += err;
         h->e[j].ref += ref;
     }
@@ -153,10 +159,19 @@ int rq_layer_errors(const char *quant_path, const char *ref_path, const int32_t 
             e[j].rows = block_linear(&Lq, j)->rows;
             e[j].cols = block_linear(&Lq, j)->cols;
         }
-        hook_ctx h = {&Lq, &Lr, e, yq, yr};
+        hook_ctx h = {&Lq, &Lr, e, yq, yr, {0}};
+        for (int j = 0; j < 7; j++)
+            h.dsum[j] = rq_calloc((size_t)e[j].rows, sizeof(double));
         const rq_layer *fed = feed == RQ_LERR_FEED_REF ? &Lr : &Lq;
         for (int w = 0; w < n_win; w++)
             rq_fwd_layer(f, fed, l, x + (int64_t)w * win_len * E, win_len, hook, &h);
+        for (int j = 0; j < 7; j++) {
+            double m = 0;
+            for (int64_t r = 0; r < e[j].rows; r++)
+                m += h.dsum[j][r] * h.dsum[j][r];
+            e[j].err_mean = m / (double)N;
+            free(h.dsum[j]);
+        }
         rq_layer_free(&Lq);
         rq_layer_free(&Lr);
         if (progress) rq_progress("layer errors", l + 1, c.n_layer, t0);
@@ -175,4 +190,23 @@ done:
     rq_gguf_close(gq);
     rq_gguf_close(gr);
     return rc;
+}
+
+int rq_lerr_save_jsonl(const rq_lerr *le, const char *feed, const char *source, const char *path) {
+    rq_tmpfile t;
+    if (rq_tmpfile_open(&t, path)) return rq_fail_ctx("saving the layer errors");
+    for (int i = 0; i < le->n; i++) {
+        const rq_lerr_entry *e = &le->e[i];
+        fprintf(t.f,
+                "{\"name\":\"%s\",\"layer\":%d,\"rows\":%lld,\"cols\":%lld,\"rel_err\":%.17g,\"err\":%.17g,"
+                "\"ref\":%.17g,\"mean_share\":%.17g,\"tokens\":%lld,\"feed\":",
+                e->name, e->layer, (long long)e->rows, (long long)e->cols, rq_lerr_rel(e), e->err, e->ref,
+                rq_lerr_mean_share(e), (long long)le->n_tokens);
+        rq_json_str(t.f, feed, strlen(feed));
+        fputs(",\"source\":", t.f);
+        rq_json_str(t.f, source, strlen(source));
+        fputs("}\n", t.f);
+    }
+    if (rq_tmpfile_close(&t, true)) return rq_fail_ctx("saving the layer errors to %s", path);
+    return 0;
 }

@@ -22,6 +22,9 @@ typedef struct {
     int64_t rows, cols;
     double err; /* sum over tokens of ||(W' - W) x||^2 (biases cancel) */
     double ref; /* sum over tokens of ||W x||^2, bias left out */
+    /* T ||mean over tokens of (W' - W) x||^2: the part of err that is the same
+     * offset on every token (err = that + the spread around it) */
+    double err_mean;
 } rq_lerr_entry;
 
 typedef struct {
@@ -32,6 +35,8 @@ typedef struct {
 
 /* err / ref (0 when ref is 0). */
 double rq_lerr_rel(const rq_lerr_entry *e);
+/* err_mean / err: how much of the error is a constant offset (0 when err is 0). */
+double rq_lerr_mean_share(const rq_lerr_entry *e);
 
 /* Run tokens [n_win, win_len] (each window from position 0, as given: put a BOS
  * in yourself) through the fed model block by block and compare, at each linear
@@ -45,5 +50,11 @@ double rq_lerr_rel(const rq_lerr_entry *e);
 int rq_layer_errors(const char *quant_path, const char *ref_path, const int32_t *tokens, int n_win, int win_len,
                     rq_lerr_feed feed, bool progress, rq_lerr *out);
 void rq_lerr_free(rq_lerr *r);
+
+/* One JSON object per line and tensor: name, layer, rows, cols, rel_err, err, ref,
+ * mean_share, tokens, and the given feed and source labels; written to path.tmp
+ * and renamed once complete. The fields name and rel_err are those of quantize's
+ * per-tensor log, so scripts/layer_compare.py reads both. */
+int rq_lerr_save_jsonl(const rq_lerr *le, const char *feed, const char *source, const char *path);
 
 #endif

@@ -113,6 +113,27 @@ static void test_self_and_feeds(void) {
     rq_lerr_free(&fr);
 }
 
+/* The offset part of the error is at most all of it, and all of it on one token
+ * (the mean over one token is that token). */
+static void test_mean_share(void) {
+    tensor_log lg = {0};
+    REQUIRE(quantize_w2("llama", true, &lg) == 0);
+    rq_lerr one, all;
+    REQUIRE(rq_layer_errors(out_path, src_path, calib_tok, 1, 1, RQ_LERR_FEED_QUANT, false, &one) == 0);
+    REQUIRE(rq_layer_errors(out_path, src_path, calib_tok, 4, 48, RQ_LERR_FEED_QUANT, false, &all) == 0);
+    double lo = 1;
+    for (int i = 0; i < one.n; i++) {
+        CHECKF(fabs(rq_lerr_mean_share(&one.e[i]) - 1) < 1e-12, "%s: one token, share %.15g", one.e[i].name,
+               rq_lerr_mean_share(&one.e[i]));
+        double sh = rq_lerr_mean_share(&all.e[i]);
+        CHECKF(sh >= 0 && sh <= 1 + 1e-12, "%s: share %g", all.e[i].name, sh);
+        if (sh < lo) lo = sh;
+    }
+    CHECKF(lo < 0.5, "192 tokens: the smallest offset share is %g", lo);
+    rq_lerr_free(&one);
+    rq_lerr_free(&all);
+}
+
 static void test_refusals(void) {
     tensor_log lg = {0};
     REQUIRE(quantize_w2("llama", true, &lg) == 0);
@@ -143,6 +164,7 @@ int main(void) {
     RUN(test_matches_quantize_log);
     RUN(test_differs_without_true_sequential);
     RUN(test_self_and_feeds);
+    RUN(test_mean_share);
     RUN(test_refusals);
     unlink(src_path);
     unlink(out_path);

@@ -120,7 +120,7 @@ static int tiny_model_write(const tiny_spec *sp, const char *path) {
 
 /* Calibration windows of pseudo-random ids below vocab, written into tok[n * len]
  * (which the returned struct points to), as if from a file with an all-zero sha256. */
-static rq_calib tiny_calib_windows(int32_t *tok, int n, int len, int vocab, unsigned seed) {
+static inline rq_calib tiny_calib_windows(int32_t *tok, int n, int len, int vocab, unsigned seed) {
     for (int i = 0; i < n * len; i++) {
         seed = seed * 1103515245u + 12345u;
         tok[i] = (int32_t)((seed >> 8) % (unsigned)vocab);

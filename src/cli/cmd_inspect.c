@@ -481,26 +481,6 @@ static int text_windows(const char *tpath, const rq_tokenizer *tok, int n_ctx, i
     return 0;
 }
 
-static int save_layers_json(const rq_lerr *le, const char *feed, const char *text, const char *path) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return rq_fail("cannot create %s: %s", tmp, strerror(errno));
-    for (int i = 0; i < le->n; i++) {
-        const rq_lerr_entry *e = &le->e[i];
-        fprintf(f,
-                "{\"name\":\"%s\",\"layer\":%d,\"rows\":%lld,\"cols\":%lld,\"rel_err\":%.17g,\"err\":%.17g,"
-                "\"ref\":%.17g,\"tokens\":%lld,\"feed\":\"%s\",\"text\":\"%s\"}\n",
-                e->name, e->layer, (long long)e->rows, (long long)e->cols, rq_lerr_rel(e), e->err, e->ref,
-                (long long)le->n_tokens, feed, text);
-    }
-    if (fclose(f) || rename(tmp, path)) {
-        unlink(tmp);
-        return rq_fail("cannot write %s: %s", path, strerror(errno));
-    }
-    return 0;
-}
-
 static int inspect_layers(int argc, char **argv) {
     const char *cmd = "inspect layers", *ref = NULL, *json = NULL, *feed_s = "quant";
     inspect_opts op = {.text = "wiki.valid.raw", .n_ctx = 2048, .chunks = 8, .threads = 2};
@@ -591,7 +571,7 @@ static int inspect_layers(int argc, char **argv) {
         rq_calib_free(&cal);
     else
         free(tokens);
-    if (rc || (json && save_layers_json(&le, feed_s, src, json))) {
+    if (rc || (json && rq_lerr_save_jsonl(&le, feed_s, src, json))) {
         rq_lerr_free(&le);
         return cli_die(cmd, rq_error());
     }
@@ -615,6 +595,13 @@ static int inspect_layers(int argc, char **argv) {
     printf("| mean |");
     for (int j = 0; j < 7; j++)
         printf(" %.5f |", mean[j]);
+    printf("\n| mean share of the error that is a constant offset |");
+    for (int j = 0; j < 7; j++) {
+        double m = 0;
+        for (int l = 0; l < L; l++)
+            m += rq_lerr_mean_share(&le.e[7 * l + j]) / L;
+        printf(" %.4f |", m);
+    }
     printf("\n");
     if (json) printf("wrote %s\n", json);
     rq_lerr_free(&le);
