@@ -419,6 +419,13 @@ static void test_recipe_files(void) {
         const char *sfx = strstr(r.name, "-rot-s");
         CHECKF(r.base.rep.seed == (sfx ? strtoull(sfx + 6, NULL, 10) : 0), "%s: replicate.seed %llu", e->d_name,
                (unsigned long long)r.base.rep.seed);
+        /* -iN: N alternation rounds of the replicated fit; -lite 1, -nofit 0, otherwise 4 */
+        const char *it = strstr(r.name, "-i");
+        int iters = it && it[2] >= '0' && it[2] <= '9' ? atoi(it + 2)
+                    : strstr(r.name, "-lite")          ? 1
+                    : strstr(r.name, "-nofit")         ? 0
+                                                       : 4;
+        CHECKF(r.base.rep.K == 0 || r.base.rep.iters == iters, "%s: replicate.iters %d", e->d_name, r.base.rep.iters);
         /* -ts: GPTQ's true-sequential input collection */
         CHECKF(r.calib_true_seq == (strstr(r.name, "-ts") != NULL), "%s: true_sequential %d", e->d_name,
                r.calib_true_seq);
@@ -459,7 +466,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 61, "%d recipe files", n);
+    CHECKF(n == 65, "%d recipe files", n);
 }
 
 int main(void) {
