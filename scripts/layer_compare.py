@@ -17,13 +17,16 @@ def load(path):
     except OSError as e:
         sys.exit(f"layer_compare: cannot read {path}: {e.strerror}")
     for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
             t = json.loads(line)
             rel = float(t["rel_err"])
-        except (ValueError, KeyError) as e:
-            sys.exit(f"layer_compare: {path}:{n}: not a layer-error record ({e})")
+            name = str(t["name"])
+        except (ValueError, KeyError, TypeError) as e:
+            sys.exit(f"layer_compare: {path}:{n}: not a layer-error record ({type(e).__name__}: {e})")
         if rel >= 0:  # -1: measured without calibration inputs
-            out[t["name"]] = rel
+            out[name] = rel
     if not out:
         sys.exit(f"layer_compare: {path} holds no layer errors")
     return out
@@ -42,7 +45,8 @@ def main():
         sys.exit("layer_compare: the two files share no tensor names")
     by = {}
     for k in common:
-        by.setdefault(k.split(".")[2], []).append(k)
+        parts = k.split(".")
+        by.setdefault(parts[2] if len(parts) > 3 and parts[0] == "blk" else k, []).append(k)
     la, lb = o.label_a, o.label_b
     print(f"| layer type | tensors | mean {la} | mean {lb} | median {lb}/{la} | {lb} lower in |")
     print("|---|---|---|---|---|---|")
@@ -50,12 +54,14 @@ def main():
     for typ, ks in by.items():
         ma = sum(a[k] for k in ks) / len(ks)
         mb = sum(b[k] for k in ks) / len(ks)
-        med = statistics.median(b[k] / a[k] for k in ks if a[k] > 0) if any(a[k] > 0 for k in ks) else float("nan")
+        pos = [b[k] / a[k] for k in ks if a[k] > 0]
+        med = f"{statistics.median(pos):.3f}" if pos else "—"
         lower = sum(b[k] < a[k] for k in ks)
         lower_all += lower
-        print(f"| {typ} | {len(ks)} | {ma:.5f} | {mb:.5f} | {med:.3f} | {lower} of {len(ks)} |")
+        print(f"| {typ} | {len(ks)} | {ma:.5f} | {mb:.5f} | {med} | {lower} of {len(ks)} |")
     ratios = [b[k] / a[k] for k in common if a[k] > 0]
-    print(f"| all | {len(common)} | | | {statistics.median(ratios):.3f} | {lower_all} of {len(common)} |")
+    med = f"{statistics.median(ratios):.3f}" if ratios else "—"
+    print(f"| all | {len(common)} | | | {med} | {lower_all} of {len(common)} |")
     only = len(a) + len(b) - 2 * len(common)
     if only:
         print(f"({only} tensors in only one file left out)")

@@ -1,6 +1,7 @@
 /* layererr.c - the layer objective of a quantized file on any text (layererr.h). */
 #include "layererr.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,29 @@ static void hook(void *ctx, int layer, rq_hook_point p, const float *x, int n, i
     }
 }
 
+/* The value of a rotation key in both files, as text ("" when absent); 0 when
+ * they agree. Strings compare as written, the seed as an integer. */
+static int same_rot_key(const rq_gguf *gq, const rq_gguf *gr, const char *key) {
+    char v[2][256];
+    const rq_gguf *g[2] = {gq, gr};
+    for (int i = 0; i < 2; i++) {
+        rq_str str;
+        int64_t n;
+        v[i][0] = 0;
+        if (!rq_gguf_find(g[i], key)) continue;
+        if (rq_gguf_get_str(g[i], key, &str) == 0)
+            snprintf(v[i], sizeof v[i], "%.*s", (int)(str.len < 200 ? str.len : 200), str.ptr);
+        else if (rq_gguf_get_int(g[i], key, &n) == 0)
+            snprintf(v[i], sizeof v[i], "%lld", (long long)n);
+        else
+            snprintf(v[i], sizeof v[i], "(unreadable)");
+    }
+    if (!strcmp(v[0], v[1])) return 0;
+    return rq_fail("%s differs: '%s' in %s, '%s' in %s; compare a quantized file with the model it was made from "
+                   "(a rotated model's file with the rotated f32 file)",
+                   key, v[0][0] ? v[0] : "(none)", gq->path, v[1][0] ? v[1] : "(none)", gr->path);
+}
+
 /* Everything both files must agree on for their layers to be compared. */
 static int check_pair(const rq_gguf *gq, const rq_gguf *gr, rq_config *c) {
     rq_config cq, cr;
@@ -86,17 +110,17 @@ static int check_pair(const rq_gguf *gq, const rq_gguf *gr, rq_config *c) {
                 {"n_layer", cq.n_layer, cr.n_layer},
                 {"n_head", cq.n_head, cr.n_head},
                 {"n_head_kv", cq.n_head_kv, cr.n_head_kv},
-                {"head_dim", cq.head_dim, cr.head_dim},
-                {"online R3", oq.r3, onr.r3},
-                {"online R4", oq.r4, onr.r4}};
+                {"head_dim", cq.head_dim, cr.head_dim}};
     for (size_t i = 0; i < sizeof dims / sizeof *dims; i++)
         if (dims[i].q != dims[i].r)
             return rq_fail("%s differs: %d in %s, %d in %s; compare a quantized file with the model it was made "
                            "from (a rotated model's file with the rotated f32 file)",
                            dims[i].what, dims[i].q, gq->path, dims[i].r, gr->path);
-    if ((oq.r3 != RQ_ROT_NONE || oq.r4 != RQ_ROT_NONE) && oq.seed != onr.seed)
-        return rq_fail("the online rotations' seeds differ: %llu in %s, %llu in %s", (unsigned long long)oq.seed,
-                       gq->path, (unsigned long long)onr.seed, gr->path);
+    /* the rotations folded into the weights (R1, R2) and those run online (R3, R4) */
+    static const char *const rot_keys[] = {"repliq.rot.r1", "repliq.rot.r2",   "repliq.rot.r3",
+                                           "repliq.rot.r4", "repliq.rot.seed", "repliq.rot.info"};
+    for (size_t i = 0; i < sizeof rot_keys / sizeof *rot_keys; i++)
+        if (same_rot_key(gq, gr, rot_keys[i])) return -1;
     *c = cq;
     return 0;
 }
@@ -131,7 +155,8 @@ int rq_layer_errors(const char *quant_path, const char *ref_path, const int32_t 
     if (rq_online_from_gguf(gfed, &on) || rq_fwd_set_online(f, &on)) goto done;
     rq_actq none = {.a_clip = 1.0f}; /* weights alone: no simulated activation or KV quantization */
     rq_fwd_set_actq(f, &none);
-    int64_t rmax = c.n_ff > E ? c.n_ff : E;
+    int64_t rmax = c.n_ff > E ? c.n_ff : E, dq = (int64_t)c.n_head * c.head_dim;
+    if (dq > rmax) rmax = dq; /* attn_q's rows; attn_k/attn_v have fewer */
     yq = rq_malloc((size_t)win_len * rmax * sizeof *yq);
     yr = rq_malloc((size_t)win_len * rmax * sizeof *yr);
     out->n = 7 * c.n_layer;
@@ -197,11 +222,16 @@ int rq_lerr_save_jsonl(const rq_lerr *le, const char *feed, const char *source, 
     if (rq_tmpfile_open(&t, path)) return rq_fail_ctx("saving the layer errors");
     for (int i = 0; i < le->n; i++) {
         const rq_lerr_entry *e = &le->e[i];
-        fprintf(t.f,
-                "{\"name\":\"%s\",\"layer\":%d,\"rows\":%lld,\"cols\":%lld,\"rel_err\":%.17g,\"err\":%.17g,"
-                "\"ref\":%.17g,\"mean_share\":%.17g,\"tokens\":%lld,\"feed\":",
-                e->name, e->layer, (long long)e->rows, (long long)e->cols, rq_lerr_rel(e), e->err, e->ref,
-                rq_lerr_mean_share(e), (long long)le->n_tokens);
+        fprintf(t.f, "{\"name\":\"%s\",\"layer\":%d,\"rows\":%lld,\"cols\":%lld", e->name, e->layer, (long long)e->rows,
+                (long long)e->cols);
+        const char *key[5] = {"rel_err", "err", "ref", "mean_share", NULL};
+        double val[4] = {rq_lerr_rel(e), e->err, e->ref, rq_lerr_mean_share(e)};
+        for (int k = 0; key[k]; k++)
+            if (isfinite(val[k]))
+                fprintf(t.f, ",\"%s\":%.17g", key[k], val[k]);
+            else
+                fprintf(t.f, ",\"%s\":null", key[k]); /* NaN and Inf are not JSON */
+        fprintf(t.f, ",\"tokens\":%lld,\"feed\":", (long long)le->n_tokens);
         rq_json_str(t.f, feed, strlen(feed));
         fputs(",\"source\":", t.f);
         rq_json_str(t.f, source, strlen(source));

@@ -171,10 +171,11 @@ struct rq_gptq {
     int64_t cols, n;
     float *H;      /* [cols, cols] running 2/n * sum x x^T; the upper triangle is current */
     bool mirrored; /* the lower triangle matches the upper one */
-    /* The last inverse factor and column order computed from H, with the damping
-     * and act-order they were made with: the layers that share an input, and the
-     * rounds of a replicated fit, quantize against the same factor. Not part of
+    /* With keep, the last inverse factor and column order computed from H, with the
+     * damping and act-order they were made with: the layers that share an input, and
+     * the rounds of a replicated fit, quantize against the same factor. Not part of
      * the accumulator's value (a const rq_gptq may fill it); dropped by add_batch. */
+    bool keep; /* rq_gptq_keep_factor: off by default (n^2 floats: 321 MB at Qwen-1.5B's n_ff) */
     float *U;
     int64_t *perm;
     float u_damp;
@@ -194,6 +195,13 @@ static void drop_factor(rq_gptq *h) {
     h->U = NULL;
     h->perm = NULL;
 }
+
+void rq_gptq_keep_factor(rq_gptq *h, bool keep) {
+    h->keep = keep;
+    if (!keep) drop_factor(h);
+}
+
+bool rq_gptq_keeps_factor(const rq_gptq *h) { return h->keep; }
 
 void rq_gptq_free(rq_gptq *h) {
     if (!h) return;
@@ -426,6 +434,7 @@ static int gptq_order_factor(const rq_gptq_opts *o, float **W, float **H, int64_
 static int order_factor_cached(const rq_gptq *hc, const rq_gptq_opts *o, float **W, float **H, int64_t rows, int64_t n,
                                int64_t *perm, double *keys) {
     rq_gptq *h = (rq_gptq *)hc; /* only the cache changes; h itself is never a const object */
+    if (!h->keep) return gptq_order_factor(o, W, H, rows, n, perm, keys);
     if (h->U && h->u_damp == o->damp && h->u_act == o->act_order) {
         memcpy(perm, h->perm, (size_t)n * sizeof *perm);
         if (o->act_order) {

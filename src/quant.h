@@ -38,6 +38,14 @@ void rq_gptq_free(rq_gptq *h);
 void rq_gptq_add_batch(rq_gptq *h, const float *x, int64_t n);
 int64_t rq_gptq_count(const rq_gptq *h);  /* rows added so far */
 const float *rq_gptq_hessian(rq_gptq *h); /* [cols, cols], 2/N * sum x x^T (both triangles) */
+/* Keep the damped Hessian's inverse factor between quantize calls (off by default):
+ * for several layers that read one input, or the rounds of a replicated fit. It
+ * costs cols^2 floats until turned off, the accumulator is freed or a batch is
+ * added; results are bit-identical either way. While keeping, the quantize calls
+ * below write the cache inside a const accumulator: do not quantize against one
+ * accumulator from two threads at once. */
+void rq_gptq_keep_factor(rq_gptq *h, bool keep);
+bool rq_gptq_keeps_factor(const rq_gptq *h);
 
 /* Quantize w[rows, cols] against the accumulated Hessian (left unchanged, so
  * several weights sharing an input reuse it). Fails with a message if the

@@ -326,6 +326,8 @@ static void collect_inputs(qstate *s, rq_fwd *f, const rq_layer *L, int l, const
         if (mask & 1u << p) {
             rq_gptq_free(s->acc[p]);
             s->acc[p] = rq_gptq_new(widths[p]);
+            /* q/k/v and gate/up share their input, so its factor is made once */
+            rq_gptq_keep_factor(s->acc[p], p == RQ_HOOK_ATTN_IN || p == RQ_HOOK_FFN_IN);
             last = p;
         }
     if (mask & 1u << RQ_HOOK_FFN_IN) s->ffn_n = 0;

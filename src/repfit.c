@@ -385,8 +385,14 @@ int rq_rep_fit(rq_gptq *h, const float *w, int64_t rows, int64_t cols, const rq_
     g.sym = true;
     g.group = 0;
     g.binres = false;
+    /* the start and every c-step quantize against the same factor: keep it for the fit */
+    bool kept = rq_gptq_keeps_factor(h);
+    rq_gptq_keep_factor(h, true);
     rq_qtensor q0;
-    if (rq_gptq_quantize(h, &g, gptq, w, rows, cols, o->seed, 0, &q0)) return rq_fail_ctx("replicated fit");
+    if (rq_gptq_quantize(h, &g, gptq, w, rows, cols, o->seed, 0, &q0)) {
+        rq_gptq_keep_factor(h, kept);
+        return rq_fail_ctx("replicated fit");
+    }
     rq_rep_alloc(out, g.bits, o->K, rows, cols);
     rq_rep *t = out;
     memcpy(t->q, q0.q, (size_t)(rows * cols));
@@ -450,6 +456,7 @@ int rq_rep_fit(rq_gptq *h, const float *w, int64_t rows, int64_t cols, const rq_
     free(s.a);
     free(s.b);
     free(newq);
+    rq_gptq_keep_factor(h, kept);
     if (rc) {
         rq_rep_free(out);
         return rq_fail_ctx("replicated fit");

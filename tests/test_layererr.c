@@ -5,10 +5,11 @@
 
 #include "layererr.h"
 #include "quantize.h"
+#include "rotate.h"
 #include "rq_test.h"
 #include "tiny_model.h"
 
-static char src_path[128], out_path[128], other_path[128];
+static char src_path[128], out_path[128], other_path[128], rot_path[128];
 static int32_t calib_tok[4 * 48];
 
 static rq_calib tiny_calib(void) { return tiny_calib_windows(calib_tok, 4, 48, 97, 7u); }
@@ -27,10 +28,8 @@ static void on_tensor(void *ctx, const rq_tensor_stat *st) {
     lg->rel[lg->n++] = st->rel_err;
 }
 
-static int quantize_w2(const char *arch, bool true_seq, tensor_log *lg) {
-    /* n_ff 100 and 64 columns: every matrix has at most 256 rows, so quantize measures its error on all rows */
-    tiny_spec sp = {arch, 97, 64, 100, 2, 4, 2, 10000.0f, 5, RQ_GGML_F32, 0};
-    if (tiny_model_write(&sp, src_path)) return -1;
+/* GPTQ W2 per row of the model at path into out_path, its per-tensor errors into lg. */
+static int quantize_path(const char *path, bool true_seq, tensor_log *lg) {
     rq_recipe r;
     rq_recipe_default(&r);
     r.base.grid.bits = 2;
@@ -38,13 +37,19 @@ static int quantize_w2(const char *arch, bool true_seq, tensor_log *lg) {
     r.base.grid.group = 0;
     r.calib_true_seq = true_seq;
     rq_calib c = tiny_calib();
-    rq_quant_job job = {
-        .model = src_path, .calib = &c, .out_path = out_path, .on_tensor = on_tensor, .on_tensor_ctx = lg};
+    rq_quant_job job = {.model = path, .calib = &c, .out_path = out_path, .on_tensor = on_tensor, .on_tensor_ctx = lg};
     rq_quant_report rep;
     int rc = rq_quantize_model(&job, &r, &rep);
     if (rc) printf("  quantize: %s\n", rq_error());
     rq_recipe_free(&r);
     return rc;
+}
+
+static int quantize_w2(const char *arch, bool true_seq, tensor_log *lg) {
+    /* n_ff 100 and 64 columns: every matrix has at most 256 rows, so quantize measures its error on all rows */
+    tiny_spec sp = {arch, 97, 64, 100, 2, 4, 2, 10000.0f, 5, RQ_GGML_F32, 0};
+    if (tiny_model_write(&sp, src_path)) return -1;
+    return quantize_path(src_path, true_seq, lg);
 }
 
 static double logged(const tensor_log *lg, const char *name) {
@@ -130,8 +135,48 @@ static void test_mean_share(void) {
         if (sh < lo) lo = sh;
     }
     CHECKF(lo < 0.5, "192 tokens: the smallest offset share is %g", lo);
+    /* the same window twice: twice the error and twice its offset part (so the offset is
+     * normalized by all the tokens, not by one window's) */
+    int32_t twice[2 * 48];
+    memcpy(twice, calib_tok, 48 * sizeof *twice);
+    memcpy(twice + 48, calib_tok, 48 * sizeof *twice);
+    rq_lerr w1, w2;
+    REQUIRE(rq_layer_errors(out_path, src_path, twice, 1, 48, RQ_LERR_FEED_QUANT, false, &w1) == 0);
+    REQUIRE(rq_layer_errors(out_path, src_path, twice, 2, 48, RQ_LERR_FEED_QUANT, false, &w2) == 0);
+    for (int i = 0; i < w1.n; i++)
+        CHECKF(fabs(w2.e[i].err - 2 * w1.e[i].err) <= 1e-9 * w1.e[i].err &&
+                   fabs(w2.e[i].err_mean - 2 * w1.e[i].err_mean) <= 1e-9 * w1.e[i].err_mean,
+               "%s: err %.10g -> %.10g, offset part %.10g -> %.10g", w1.e[i].name, w1.e[i].err, w2.e[i].err,
+               w1.e[i].err_mean, w2.e[i].err_mean);
+    rq_lerr_free(&w1);
+    rq_lerr_free(&w2);
     rq_lerr_free(&one);
     rq_lerr_free(&all);
+}
+
+/* A rotated model (R1/R2 folded, R3/R4 online): the quantized file agrees with the
+ * log against the rotated file, and the unrotated file, or one rotated with
+ * another seed, is refused. */
+static void test_rotated(void) {
+    tiny_spec sp = {"qwen2", 97, 64, 100, 2, 4, 2, 10000.0f, 5, RQ_GGML_F32, 0};
+    REQUIRE(tiny_model_write(&sp, src_path) == 0);
+    rq_rot_opts o = {RQ_ORTH_RH, RQ_ORTH_RH, RQ_ORTH_RH, RQ_ORTH_RH, 3, NULL, NULL, NULL};
+    REQUIRE(rq_rotate_file(src_path, rot_path, &o, false) == 0);
+    tensor_log lg = {0};
+    REQUIRE(quantize_path(rot_path, true, &lg) == 0);
+    rq_lerr le;
+    REQUIRE(rq_layer_errors(out_path, rot_path, calib_tok, 4, 48, RQ_LERR_FEED_QUANT, false, &le) == 0);
+    for (int i = 0; i < le.n; i++) {
+        double want = logged(&lg, le.e[i].name), got = rq_lerr_rel(&le.e[i]);
+        CHECKF(want > 0 && fabs(got - want) < 1e-5 * want, "%s: %.6g here, %.6g logged", le.e[i].name, got, want);
+    }
+    rq_lerr_free(&le);
+    CHECK(rq_layer_errors(out_path, src_path, calib_tok, 4, 48, RQ_LERR_FEED_QUANT, false, &le) != 0);
+    CHECKF(strstr(rq_error(), "repliq.rot.r1 differs") != NULL, "%s", rq_error());
+    o.seed = 4;
+    REQUIRE(rq_rotate_file(src_path, other_path, &o, false) == 0);
+    CHECK(rq_layer_errors(out_path, other_path, calib_tok, 4, 48, RQ_LERR_FEED_QUANT, false, &le) != 0);
+    CHECKF(strstr(rq_error(), "repliq.rot.seed differs") != NULL, "%s", rq_error());
 }
 
 static void test_refusals(void) {
@@ -161,12 +206,15 @@ int main(void) {
     snprintf(src_path, sizeof src_path, "/tmp/rq_tle_src_%d.gguf", (int)getpid());
     snprintf(out_path, sizeof out_path, "/tmp/rq_tle_out_%d.gguf", (int)getpid());
     snprintf(other_path, sizeof other_path, "/tmp/rq_tle_other_%d.gguf", (int)getpid());
+    snprintf(rot_path, sizeof rot_path, "/tmp/rq_tle_rot_%d.gguf", (int)getpid());
     RUN(test_matches_quantize_log);
     RUN(test_differs_without_true_sequential);
     RUN(test_self_and_feeds);
     RUN(test_mean_share);
+    RUN(test_rotated);
     RUN(test_refusals);
     unlink(src_path);
+    unlink(rot_path);
     unlink(out_path);
     unlink(other_path);
     TEST_EXIT();

@@ -146,12 +146,21 @@ static float *gptq_what(const rq_gptq *h, const rq_grid *g, const rq_gptq_opts *
 /* The accumulator keeps the last inverse factor for the layers that share it:
  * each call, whatever came before it on the same accumulator (other damping,
  * other order, other weights, more batches), equals the call on a fresh one. */
+static void add_rows(rq_gptq *h, const float *x, int64_t n, int64_t cols) {
+    for (int64_t t0 = 0; t0 < n; t0 += 100)
+        rq_gptq_add_batch(h, x + t0 * cols, n - t0 < 100 ? n - t0 : 100);
+}
+
 static void test_factor_cache(void) {
     layer L;
     layer_make(&L, 24, 90, 77);
-    float *w2 = rq_malloc((size_t)(L.rows * L.cols) * sizeof *w2);
+    rq_gptq_keep_factor(L.h, true);
+    size_t nx = (size_t)(L.n * L.cols), bytes = (size_t)(L.rows * L.cols) * sizeof(float);
+    float *w2 = rq_malloc(bytes), *x2 = rq_malloc(nx * sizeof *x2);
     for (int64_t i = 0; i < L.rows * L.cols; i++)
         w2[i] = L.w[i] * (1.0f + 0.3f * (float)((i * 7) % 5));
+    for (size_t i = 0; i < nx; i++) /* other inputs: every fifth channel three times larger */
+        x2[i] = L.x[i] * (i % (size_t)L.cols % 5 == 0 ? 3.0f : 1.0f);
     rq_grid g = grid(2, true, 0);
     rq_gptq_opts a = rq_gptq_opts_default(), b = a, c = a;
     a.act_order = true;
@@ -161,24 +170,26 @@ static void test_factor_cache(void) {
     struct {
         const rq_gptq_opts *o;
         const float *w;
-        bool more; /* add the layer's inputs once more before this call */
+        bool more; /* add the other inputs before this call */
     } seq[] = {{&a, L.w, false}, {&a, w2, false}, {&b, L.w, false}, {&a, L.w, false},
                {&c, w2, false},  {&c, w2, true},  {&a, L.w, false}};
-    int64_t n = L.n;
-    size_t bytes = (size_t)(L.rows * L.cols) * sizeof(float);
+    bool more = false;
     for (size_t i = 0; i < sizeof seq / sizeof *seq; i++) {
+        float *before = NULL;
         if (seq[i].more) {
-            for (int64_t t0 = 0; t0 < L.n; t0 += 100)
-                rq_gptq_add_batch(L.h, L.x + t0 * L.cols, L.n - t0 < 100 ? L.n - t0 : 100);
-            n += L.n;
+            before = gptq_what(L.h, &g, seq[i].o, seq[i].w, &L);
+            add_rows(L.h, x2, L.n, L.cols);
+            more = true;
         }
-        rq_gptq *f = rq_gptq_new(L.cols);
-        for (int64_t rep = 0; rep < n / L.n; rep++)
-            for (int64_t t0 = 0; t0 < L.n; t0 += 100)
-                rq_gptq_add_batch(f, L.x + t0 * L.cols, L.n - t0 < 100 ? L.n - t0 : 100);
+        rq_gptq *f = fresh_h(&L, L.n);
+        rq_gptq_keep_factor(f, i % 2 == 0); /* the same bits kept or not */
+        if (more) add_rows(f, x2, L.n, L.cols);
         float *x = gptq_what(L.h, &g, seq[i].o, seq[i].w, &L), *y = gptq_what(f, &g, seq[i].o, seq[i].w, &L);
         CHECKF(x && y && !memcmp(x, y, bytes), "call %zu: the shared accumulator's result differs from a fresh one's",
                i);
+        /* the new inputs change the result, so a stale factor could not pass for a fresh one */
+        if (before) CHECKF(x && memcmp(before, x, bytes) != 0, "call %zu: the added inputs changed nothing", i);
+        free(before);
         free(x);
         free(y);
         rq_gptq_free(f);
@@ -191,6 +202,7 @@ static void test_factor_cache(void) {
     free(y);
     rq_gptq_free(f);
     free(w2);
+    free(x2);
     layer_free(&L);
 }
 

@@ -444,15 +444,20 @@ static int recorded_calib(const rq_gguf *g, const rq_tokenizer *tok, int n, rq_c
                        "give a text with -f instead of --calib",
                        g->path);
     if (n > cn) return rq_fail("-n %d: the file was fitted on %lld calibration windows", n, (long long)cn);
-    char name[512], path[4096], want[65];
-    snprintf(name, sizeof name, "%.*s", (int)file.len, file.ptr);
-    snprintf(want, sizeof want, "%.*s", (int)sha.len, sha.ptr);
+    char name[512], path[4096], want[65], got[65];
+    snprintf(name, sizeof name, "%.*s", (int)(file.len < 500 ? file.len : 500), file.ptr);
+    snprintf(want, sizeof want, "%.*s", (int)(sha.len < 64 ? sha.len : 64), sha.ptr);
+    if (!strcmp(name, "(given as tokens)"))
+        return rq_fail("%s was fitted on calibration tokens handed to the library, not on a file; give a text with "
+                       "-f instead of --calib",
+                       g->path);
     if (rq_resolve_data(name, path, sizeof path)) return rq_fail_ctx("the calibration file the fit read");
     if (rq_calib_load(path, tok, n > 0 ? n : (int)cn, (int)len, (uint64_t)seed, cal)) return -1;
     if (strcmp(cal->sha256, want)) {
+        snprintf(got, sizeof got, "%s", cal->sha256);
         rq_calib_free(cal);
-        return rq_fail("%s has sha256 %s, but the fit read a file with %s: not the same calibration text", path,
-                       cal->sha256, want);
+        return rq_fail("%s has sha256 %s, but the fit read a file with %s: not the same calibration text", path, got,
+                       want);
     }
     return 0;
 }
@@ -544,9 +549,19 @@ static int inspect_layers(int argc, char **argv) {
         rc = text_windows(tpath, tok, op.n_ctx, op.chunks, &tokens, &nw);
         snprintf(src, sizeof src, "%s", tpath);
     }
+    /* the layers are compared on weights alone; say so when the file asks for more */
+    int64_t abits = 0, kvbits = 0;
+    if (rq_gguf_get_int(g, "repliq.act.bits", &abits)) abits = 0;
+    if (rq_gguf_get_int(g, "repliq.kv.bits", &kvbits)) kvbits = 0;
     rq_tokenizer_free(tok);
     rq_gguf_close(g);
     if (rc) return cli_die(cmd, rq_error());
+    if (abits || kvbits)
+        fprintf(stderr,
+                "repliq %s: note: %s asks for %lld-bit activations and a %lld-bit KV cache (0: none) in its forward "
+                "pass; this compares the weights alone, without them, so --calib does not reproduce what quantize "
+                "logged for it\n",
+                cmd, qpath, (long long)abits, (long long)kvbits);
     if (json) { /* find out now, not after the run, that the output cannot be written */
         char tmp[4096];
         snprintf(tmp, sizeof tmp, "%s.tmp", json);
