@@ -5,29 +5,15 @@ Reads `repliq inspect layers --json` output or a quantize per-tensor log
 (`*.tensors.jsonl`); tensors present in only one file are left out and counted.
   scripts/layer_compare.py A.jsonl B.jsonl [--label-a NAME] [--label-b NAME]"""
 import argparse
-import json
 import statistics
 import sys
 
+import layerrec
+
 
 def load(path):
-    out = {}
-    try:
-        lines = open(path).readlines()
-    except OSError as e:
-        sys.exit(f"layer_compare: cannot read {path}: {e.strerror}")
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            t = json.loads(line)
-            rel = float(t["rel_err"])
-            name = str(t["name"])
-        except (ValueError, KeyError, TypeError) as e:
-            sys.exit(f"layer_compare: {path}:{n}: not a layer-error record ({type(e).__name__}: {e})")
-        if rel >= 0:  # -1: measured without calibration inputs
-            out[name] = rel
-    if not out:
+    out = {k: v[0] for k, v in layerrec.load(path, "layer_compare", ("rel_err",)).items() if v[0] >= 0}
+    if not out:  # -1: measured without calibration inputs
         sys.exit(f"layer_compare: {path} holds no layer errors")
     return out
 
@@ -45,8 +31,7 @@ def main():
         sys.exit("layer_compare: the two files share no tensor names")
     by = {}
     for k in common:
-        parts = k.split(".")
-        by.setdefault(parts[2] if len(parts) > 3 and parts[0] == "blk" else k, []).append(k)
+        by.setdefault(layerrec.layer_type(k), []).append(k)
     la, lb = o.label_a, o.label_b
     print(f"| layer type | tensors | mean {la} | mean {lb} | median {lb}/{la} | {lb} lower in |")
     print("|---|---|---|---|---|---|")

@@ -158,3 +158,18 @@ if grep -q '^| attn_q | 2 | 0.15000 | 0.20000 | 1.750 | 1 of 2 |$' <<<"$out" && 
 else
     fail test_layer_compare "got $out"
 fi
+
+# offset_share: two attn_q tensors; B's share 0.2 against 0.1 (higher) and 0.1 against 0.2 (lower),
+# offset energy 0.2*0.4/(0.1*0.5) = 1.6 and 0.1*0.6/(0.2*0.3) = 1.0: median 1.3 (the shares alone
+# would give 1.25); a file without mean_share is refused by name
+printf '%s\n' '{"name": "blk.0.attn_q.weight", "rel_err": 0.5, "mean_share": 0.1}' \
+    '{"name": "blk.1.attn_q.weight", "rel_err": 0.3, "mean_share": 0.2}' >"$tmp/osa.jsonl"
+printf '%s\n' '{"name": "blk.0.attn_q.weight", "rel_err": 0.4, "mean_share": 0.2}' \
+    '{"name": "blk.1.attn_q.weight", "rel_err": 0.6, "mean_share": 0.1}' >"$tmp/osb.jsonl"
+out=$(python3 "$repo/scripts/offset_share.py" "$tmp/osa.jsonl" "$tmp/osb.jsonl" 2>&1)
+if grep -q '^| attn_q | 2 | 0.1500 | 0.1500 | 1 of 2 | 1.300 |$' <<<"$out" &&
+    python3 "$repo/scripts/offset_share.py" "$tmp/osa.jsonl" "$tmp/lca.jsonl" 2>&1 | grep -q 'not a record with mean_share'; then
+    pass test_offset_share
+else
+    fail test_offset_share "got $out"
+fi
