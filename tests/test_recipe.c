@@ -466,7 +466,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 65, "%d recipe files", n);
+    CHECKF(n == 66, "%d recipe files", n);
 }
 
 int main(void) {
