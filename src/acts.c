@@ -274,8 +274,8 @@ static void json_num(FILE *f, double v) {
         fputs("null", f);
 }
 
-/* s[0..n) as a JSON string; bytes of invalid UTF-8 (a token can hold part of a
- * character) are written as the text \xNN. */
+/* A token's bytes as a JSON string (a token can hold part of a UTF-8 character:
+ * rq_json_str writes such bytes as the text \xNN); null when the id has none. */
 static void json_token(FILE *f, const struct rq_tokenizer *tok, int32_t id) {
     char buf[256];
     int n = rq_token_to_bytes(tok, id, buf, sizeof buf);

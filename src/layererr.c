@@ -92,11 +92,12 @@ static int same_rot_key(const rq_gguf *gq, const rq_gguf *gr, const char *key) {
                    key, v[0][0] ? v[0] : "(none)", gq->path, v[1][0] ? v[1] : "(none)", gr->path);
 }
 
-/* Everything both files must agree on for their layers to be compared. */
-static int check_pair(const rq_gguf *gq, const rq_gguf *gr, rq_config *c) {
+/* Everything both files must agree on for their layers to be compared; c and on
+ * (the online rotations, the same in both once every rotation key agrees) set. */
+static int check_pair(const rq_gguf *gq, const rq_gguf *gr, rq_config *c, rq_online_rot *on) {
     rq_config cq, cr;
-    rq_online_rot oq, onr;
-    if (rq_config_from_gguf(gq, &cq) || rq_config_from_gguf(gr, &cr) || rq_online_from_gguf(gq, &oq) ||
+    rq_online_rot onr; /* read to refuse a malformed key in either file */
+    if (rq_config_from_gguf(gq, &cq) || rq_config_from_gguf(gr, &cr) || rq_online_from_gguf(gq, on) ||
         rq_online_from_gguf(gr, &onr))
         return -1;
     if (strcmp(cq.arch->name, cr.arch->name))
@@ -136,7 +137,8 @@ int rq_layer_errors(const char *quant_path, const char *ref_path, const int32_t 
     int rc = -1;
     if (rq_gguf_open(quant_path, &gq) || rq_gguf_open(ref_path, &gr)) goto done;
     rq_config c = {0};
-    if (check_pair(gq, gr, &c)) goto done;
+    rq_online_rot on;
+    if (check_pair(gq, gr, &c, &on)) goto done;
     const int64_t N = (int64_t)n_win * win_len, E = c.n_embd;
     for (int64_t i = 0; i < N; i++)
         if (tokens[i] < 0 || tokens[i] >= c.n_vocab) {
@@ -150,9 +152,7 @@ int rq_layer_errors(const char *quant_path, const char *ref_path, const int32_t 
         memcpy(x + i * E, emb + (size_t)tokens[i] * E, (size_t)E * sizeof *x);
     free(emb);
     emb = NULL;
-    if (!(f = rq_fwd_new_cfg(&c, win_len))) goto done;
-    rq_online_rot on;
-    if (rq_online_from_gguf(gfed, &on) || rq_fwd_set_online(f, &on)) goto done;
+    if (!(f = rq_fwd_new_cfg(&c, win_len)) || rq_fwd_set_online(f, &on)) goto done;
     rq_actq none = {.a_clip = 1.0f}; /* weights alone: no simulated activation or KV quantization */
     rq_fwd_set_actq(f, &none);
     int64_t rmax = c.n_ff > E ? c.n_ff : E, dq = (int64_t)c.n_head * c.head_dim;

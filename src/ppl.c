@@ -68,17 +68,22 @@ char *rq_ppl_gptq_text(const char *text, size_t len, size_t *out_len) {
 int rq_ppl_tokens(const rq_model *m, const rq_ppl_params *p, const char *text, size_t len, int32_t **tokens,
                   size_t *n) {
     if (!m->tok) return rq_fail("model '%s' carries no tokenizer; use a GGUF with tokenizer metadata", m->name);
+    return rq_ppl_tokenize(m->tok, p, text, len, tokens, n);
+}
+
+int rq_ppl_tokenize(const struct rq_tokenizer *tok, const rq_ppl_params *p, const char *text, size_t len,
+                    int32_t **tokens, size_t *n) {
     if (len == 0) return rq_fail("the text is empty");
     int rc;
     if (p->protocol == RQ_PPL_GPTQ) {
         size_t glen;
         char *g = rq_ppl_gptq_text(text, len, &glen);
-        rc = rq_tokenize(m->tok, g, glen, true, tokens, n);
+        rc = rq_tokenize(tok, g, glen, true, tokens, n);
         free(g);
     } else {
         /* llama.cpp's -f reader drops one trailing newline before tokenizing */
         if (text[len - 1] == '\n') len--;
-        rc = rq_tokenize(m->tok, text, len, true, tokens, n);
+        rc = rq_tokenize(tok, text, len, true, tokens, n);
     }
     return rc;
 }

@@ -40,7 +40,10 @@ typedef struct {
 int rq_ppl_ctx(const rq_ppl_params *p);
 
 /* Build the token stream a protocol evaluates from raw file bytes. Fails on empty
- * or non-UTF-8 text. */
+ * or non-UTF-8 text. rq_ppl_tokenize does it with a tokenizer alone (tools that
+ * read a file's tokenizer without loading its weights). */
+int rq_ppl_tokenize(const struct rq_tokenizer *tok, const rq_ppl_params *p, const char *text, size_t len,
+                    int32_t **tokens, size_t *n);
 int rq_ppl_tokens(const rq_model *m, const rq_ppl_params *p, const char *text, size_t len, int32_t **tokens,
                   size_t *n);
 

@@ -299,18 +299,24 @@ static int64_t block_end(int64_t i1, int64_t block, int64_t n, int64_t group, bo
     return i2;
 }
 
-/* W[rows, n] <- W[:, perm]; H[n, n] <- H[perm][:, perm]. */
-static void permute(float **W, float **H, const int64_t *perm, int64_t rows, int64_t n) {
-    float *w2 = rq_malloc((size_t)(rows * n) * sizeof *w2), *h2 = rq_malloc((size_t)(n * n) * sizeof *h2);
+/* W[rows, n] <- W[:, perm]. */
+static void permute_cols(float **W, const int64_t *perm, int64_t rows, int64_t n) {
+    float *w2 = rq_malloc((size_t)(rows * n) * sizeof *w2);
     for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < n; j++)
             w2[r * n + j] = (*W)[r * n + perm[j]];
+    free(*W);
+    *W = w2;
+}
+
+/* W[rows, n] <- W[:, perm]; H[n, n] <- H[perm][:, perm]. */
+static void permute(float **W, float **H, const int64_t *perm, int64_t rows, int64_t n) {
+    permute_cols(W, perm, rows, n);
+    float *h2 = rq_malloc((size_t)(n * n) * sizeof *h2);
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < n; j++)
             h2[i * n + j] = (*H)[perm[i] * n + perm[j]];
-    free(*W);
     free(*H);
-    *W = w2;
     *H = h2;
 }
 
@@ -437,14 +443,7 @@ static int order_factor_cached(const rq_gptq *hc, const rq_gptq_opts *o, float *
     if (!h->keep) return gptq_order_factor(o, W, H, rows, n, perm, keys);
     if (h->U && h->u_damp == o->damp && h->u_act == o->act_order) {
         memcpy(perm, h->perm, (size_t)n * sizeof *perm);
-        if (o->act_order) {
-            float *w2 = rq_malloc((size_t)(rows * n) * sizeof *w2);
-            for (int64_t r = 0; r < rows; r++)
-                for (int64_t j = 0; j < n; j++)
-                    w2[r * n + j] = (*W)[r * n + perm[j]];
-            free(*W);
-            *W = w2;
-        }
+        if (o->act_order) permute_cols(W, perm, rows, n);
         memcpy(*H, h->U, (size_t)(n * n) * sizeof **H);
         return 0;
     }

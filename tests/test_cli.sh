@@ -92,21 +92,28 @@ if [ -f "$model" ]; then
         else
             fail test_cli_quantize_threads_same "quantized files from -t 1 and -t 3 differ or are missing"
         fi
-        # its layer errors on the windows it was fitted on: blocks 0 and 1 err, the kept blocks do not
-        if "$bin" inspect layers -m "$tmp/thr1.gguf" --ref "$model" --calib -t 1 --json "$tmp/le.jsonl" \
-            >"$tmp/le.out" 2>"$tmp/le.err" && python3 -c 'import json, sys
+        # its layer errors on the windows it was fitted on, and on a text (two windows of 8 tokens):
+        # 210 tensors over all the tokens; blocks 0 and 1 err, the kept blocks do not
+        layers_case() { # NAME TOKENS inspect-layers-options...
+            local name=$1 ntok=$2; shift 2
+            if "$bin" inspect layers -m "$tmp/thr1.gguf" --ref "$model" "$@" -t 1 --json "$tmp/$name.jsonl" \
+                >"$tmp/$name.out" 2>"$tmp/$name.err" && python3 -c 'import json, sys
 e = [json.loads(l) for l in open(sys.argv[1])]
-ok = (len(e) == 210 and all(x["tokens"] == 64 and x["ref"] > 0 for x in e)
+ok = (len(e) == 210 and all(x["tokens"] == int(sys.argv[2]) and x["ref"] > 0 for x in e)
       and all((x["rel_err"] > 0) == (x["layer"] < 2) for x in e))
-sys.exit(not ok)' "$tmp/le.jsonl"; then
-            pass test_cli_inspect_layers_calib
-        else
-            fail test_cli_inspect_layers_calib "$(head -c 400 "$tmp/le.err" "$tmp/le.out")"
-        fi
+sys.exit(not ok)' "$tmp/$name.jsonl" "$ntok"; then
+                pass "test_cli_$name"
+            else
+                fail "test_cli_$name" "$(head -c 400 "$tmp/$name.err" "$tmp/$name.out")"
+            fi
+        }
+        layers_case inspect_layers_calib 64 --calib
+        layers_case inspect_layers_text 16 -f "$tmp/six.txt" -c 8 --chunks 2
     else
         echo "SKIP test_cli_quantize_threads_same: REPLIQ_DATA not set or without the C4 sample"
         echo "SKIP test_cli_inspect_layers_calib: REPLIQ_DATA not set or without the C4 sample"
+        echo "SKIP test_cli_inspect_layers_text: REPLIQ_DATA not set or without the C4 sample"
     fi
 else
-    for t in empty_text not_utf8 short_text missing_text kl_base_bad inspect_kv_bits inspect_kv_short inspect_kv quantize_no_calib quantize_nothing_left ppl_bad_act quantize_threads_same inspect_layers_no_calib inspect_layers_calib; do echo "SKIP test_cli_$t: smollm2-135m not cached"; done
+    for t in empty_text not_utf8 short_text missing_text kl_base_bad inspect_kv_bits inspect_kv_short inspect_kv quantize_no_calib quantize_nothing_left ppl_bad_act quantize_threads_same inspect_layers_no_calib inspect_layers_calib inspect_layers_text; do echo "SKIP test_cli_$t: smollm2-135m not cached"; done
 fi

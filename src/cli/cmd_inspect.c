@@ -192,6 +192,22 @@ static int load_model_text(const char *cmd, const char *mpath, const char *tpath
     return 0;
 }
 
+/* Whether path.tmp (what the JSON is written through) can be created: found out
+ * before a run, not after it; says why on stderr when not. */
+static bool writable(const char *cmd, const char *path) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        fprintf(stderr, "repliq %s: cannot create %s: %s; check that the folder exists and is writable\n", cmd, tmp,
+                strerror(errno));
+        return false;
+    }
+    fclose(f);
+    unlink(tmp);
+    return true;
+}
+
 /* The options every inspect tool takes. */
 typedef struct {
     const char *model, *text;
@@ -244,18 +260,7 @@ static int inspect_acts(int argc, char **argv) {
     char mpath[4096], tpath[4096];
     if (rq_resolve_model(model, mpath, sizeof mpath) || rq_resolve_data(text, tpath, sizeof tpath))
         return cli_die(cmd, rq_error());
-    if (json) { /* find out now, not after the run, that the output cannot be written */
-        char tmp[4096];
-        snprintf(tmp, sizeof tmp, "%s.tmp", json);
-        FILE *f = fopen(tmp, "w");
-        if (!f) {
-            fprintf(stderr, "repliq %s: cannot create %s: %s; check that the folder exists and is writable\n", cmd, tmp,
-                    strerror(errno));
-            return 1;
-        }
-        fclose(f);
-        unlink(tmp);
-    }
+    if (json && !writable(cmd, json)) return 1;
     rq_model *m;
     int32_t *tok;
     size_t n_tok;
@@ -469,8 +474,8 @@ static int text_windows(const char *tpath, const rq_tokenizer *tok, int n_ctx, i
     size_t len, n_tok = 0;
     int32_t *all = NULL;
     if (rq_read_file(tpath, &buf, &len)) return -1;
-    if (len && buf[len - 1] == '\n') len--;
-    int rc = len ? rq_tokenize(tok, buf, len, true, &all, &n_tok) : rq_fail("%s is empty", tpath);
+    rq_ppl_params pp = {.protocol = RQ_PPL_LLAMACPP};
+    int rc = rq_ppl_tokenize(tok, &pp, buf, len, &all, &n_tok);
     free(buf);
     if (rc) return rq_fail_ctx("%s", tpath);
     int64_t w = (int64_t)(n_tok / (size_t)n_ctx);
@@ -562,21 +567,12 @@ static int inspect_layers(int argc, char **argv) {
                 "pass; this compares the weights alone, without them, so --calib does not reproduce what quantize "
                 "logged for it\n",
                 cmd, qpath, (long long)abits, (long long)kvbits);
-    if (json) { /* find out now, not after the run, that the output cannot be written */
-        char tmp[4096];
-        snprintf(tmp, sizeof tmp, "%s.tmp", json);
-        FILE *f = fopen(tmp, "w");
-        if (!f) {
-            if (calib)
-                rq_calib_free(&cal);
-            else
-                free(tokens);
-            fprintf(stderr, "repliq %s: cannot create %s: %s; check that the folder exists and is writable\n", cmd, tmp,
-                    strerror(errno));
-            return 1;
-        }
-        fclose(f);
-        unlink(tmp);
+    if (json && !writable(cmd, json)) {
+        if (calib)
+            rq_calib_free(&cal);
+        else
+            free(tokens);
+        return 1;
     }
     rq_set_threads(op.threads);
     double t0 = rq_time();
