@@ -133,7 +133,7 @@ int rq_layer_errors(const char *quant_path, const char *ref_path, const int32_t 
         return rq_fail("layer errors: %d windows of %d tokens: need at least one", n_win, win_len);
     rq_gguf *gq = NULL, *gr = NULL;
     rq_fwd *f = NULL;
-    float *emb = NULL, *x = NULL, *yq = NULL, *yr = NULL;
+    float *x = NULL, *yq = NULL, *yr = NULL;
     int rc = -1;
     if (rq_gguf_open(quant_path, &gq) || rq_gguf_open(ref_path, &gr)) goto done;
     rq_config c = {0};
@@ -146,12 +146,8 @@ int rq_layer_errors(const char *quant_path, const char *ref_path, const int32_t 
             goto done;
         }
     const rq_gguf *gfed = feed == RQ_LERR_FEED_REF ? gr : gq;
-    if (!(emb = rq_tensor_load_f32(gfed, "token_embd.weight", E, c.n_vocab))) goto done;
     x = rq_malloc((size_t)N * E * sizeof *x);
-    for (int64_t i = 0; i < N; i++)
-        memcpy(x + i * E, emb + (size_t)tokens[i] * E, (size_t)E * sizeof *x);
-    free(emb);
-    emb = NULL;
+    if (rq_tensor_rows_f32(gfed, "token_embd.weight", E, c.n_vocab, tokens, N, x)) goto done;
     if (!(f = rq_fwd_new_cfg(&c, win_len)) || rq_fwd_set_online(f, &on)) goto done;
     rq_actq none = {.a_clip = 1.0f}; /* weights alone: no simulated activation or KV quantization */
     rq_fwd_set_actq(f, &none);
@@ -208,7 +204,6 @@ done:
         rq_fail_ctx("layer errors of %s against %s", quant_path, ref_path);
     }
     rq_fwd_free(f);
-    free(emb);
     free(x);
     free(yq);
     free(yr);

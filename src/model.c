@@ -164,6 +164,35 @@ float *rq_tensor_load_f32(const rq_gguf *g, const char *name, int64_t ne0, int64
     return load_tensor(g, name, ne0, ne1, &err);
 }
 
+int rq_tensor_rows_f32(const rq_gguf *g, const char *name, int64_t ne0, int64_t ne1, const int32_t *ids, int64_t n,
+                       float *out) {
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= ne1)
+            return rq_fail("%s: row %d of tensor '%s' (at %lld) is outside its %lld rows", g->path, ids[i], name,
+                           (long long)i, (long long)ne1);
+    const rq_gguf_tensor *t = rq_gguf_tensor_find(g, name);
+    if (t && t->type == RQ_GGML_RQ_PACKED) {
+        int err = 0;
+        float *all = load_tensor(g, name, ne0, ne1, &err);
+        if (!all) return -1;
+        for (int64_t i = 0; i < n; i++)
+            memcpy(out + i * ne0, all + (size_t)ids[i] * ne0, (size_t)ne0 * sizeof(float));
+        free(all);
+        return 0;
+    }
+    if (!t) return rq_fail("%s: tensor '%s' is missing", g->path, name);
+    if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return rq_fail("%s: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", g->path, name,
+                       (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
+                       (long long)ne0, (long long)ne1);
+    size_t rs = rq_ggml_row_size(t->type, ne0);
+    if (!rs) return rq_fail_ctx("%s: tensor '%s'", g->path, name);
+    for (int64_t i = 0; i < n; i++)
+        if (rq_ggml_to_float(t->type, (const uint8_t *)t->data + (size_t)ids[i] * rs, out + i * ne0, ne0))
+            return rq_fail_ctx("%s: tensor '%s'", g->path, name);
+    return 0;
+}
+
 static void load_linear(const rq_gguf *g, rq_linear *l, const char *name, int64_t rows, int64_t cols, bool bias,
                         int *err) {
     char key[160];

@@ -100,6 +100,12 @@ bool rq_is_block_linear(const char *name);
  * packed blob), its shape checked; NULL with a message when missing or wrong. */
 float *rq_tensor_load_f32(const rq_gguf *g, const char *name, int64_t ne0, int64_t ne1);
 
+/* out[n, ne0] = rows ids[0..n) of that tensor. A ggml type is read row by row from
+ * the file (the table itself is never held in f32); a packed blob is decoded whole
+ * and freed. Ids outside [0, ne1) are refused; -1 with a message on any failure. */
+int rq_tensor_rows_f32(const rq_gguf *g, const char *name, int64_t ne0, int64_t ne1, const int32_t *ids, int64_t n,
+                       float *out);
+
 /* One block's weights (blk.i.*) as f32, for tools that go layer by layer. */
 int rq_layer_load(const rq_gguf *g, const rq_config *c, int i, rq_layer *L);
 void rq_layer_free(rq_layer *L);

@@ -420,15 +420,10 @@ static bool any_gptq(const qstate *s) {
 }
 
 /* x[n, E] = embedding rows of tokens, from the f32 table or the file's rows. */
-static int embed(const rq_gguf *g, const float *table, const int32_t *tok, int64_t n, int E, float *x) {
-    const rq_gguf_tensor *t = rq_gguf_tensor_find(g, "token_embd.weight");
-    size_t rs = table ? 0 : rq_ggml_row_size(t->type, E);
-    for (int64_t i = 0; i < n; i++) {
-        if (table) {
-            memcpy(x + i * E, table + (size_t)tok[i] * E, (size_t)E * sizeof(float));
-        } else if (rq_ggml_to_float(t->type, (const uint8_t *)t->data + (size_t)tok[i] * rs, x + i * E, E))
-            return rq_fail_ctx("token_embd.weight");
-    }
+static int embed(const rq_gguf *g, const float *table, const int32_t *tok, int64_t n, int E, int V, float *x) {
+    if (!table) return rq_tensor_rows_f32(g, "token_embd.weight", E, V, tok, n, x);
+    for (int64_t i = 0; i < n; i++)
+        memcpy(x + i * E, table + (size_t)tok[i] * E, (size_t)E * sizeof(float));
     return 0;
 }
 
@@ -546,7 +541,7 @@ int rq_quantize_model(const rq_quant_job *job, const rq_recipe *r, rq_quant_repo
         len = cal.len;
         rep->calib_tokens = (int64_t)nw * len;
         x = rq_malloc((size_t)nw * len * E * sizeof(float));
-        if (embed(s.g, embd, cal.tokens, (int64_t)nw * len, E, x)) goto done;
+        if (embed(s.g, embd, cal.tokens, (int64_t)nw * len, E, c->n_vocab, x)) goto done;
         if (need_ref) {
             xref = rq_malloc((size_t)nw * len * E * sizeof(float));
             memcpy(xref, x, (size_t)nw * len * E * sizeof(float));

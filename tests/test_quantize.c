@@ -226,6 +226,33 @@ static void test_gptq_beats_rtn(void) {
     unlink(src_path);
 }
 
+/* rq_tensor_rows_f32 gathers the same rows as the whole table decoded (any type,
+ * ids repeated, first and last), and refuses ids outside the table and a wrong shape. */
+static void check_embedding_rows(const char *path) {
+    rq_gguf *g;
+    REQUIRE(rq_gguf_open(path, &g) == 0);
+    const int E = 64, V = 97;
+    float *all = rq_tensor_load_f32(g, "token_embd.weight", E, V);
+    REQUIRE(all != NULL);
+    const int32_t ids[5] = {0, 96, 13, 13, 50};
+    float rows[5 * 64];
+    REQUIRE(rq_tensor_rows_f32(g, "token_embd.weight", E, V, ids, 5, rows) == 0);
+    int same = 1;
+    for (int i = 0; i < 5; i++)
+        same &= !memcmp(rows + i * E, all + (size_t)ids[i] * E, E * sizeof(float));
+    CHECKF(same, "%s: gathered rows differ from the decoded table", path);
+    const int32_t bad[2] = {97, -1};
+    for (int i = 0; i < 2; i++) {
+        CHECK(rq_tensor_rows_f32(g, "token_embd.weight", E, V, bad + i, 1, rows) == -1);
+        CHECK(strstr(rq_error(), "outside its 97 rows") != NULL);
+    }
+    int rc = rq_tensor_rows_f32(g, "token_embd.weight", E + 1, V, ids, 1, rows);
+    CHECK(rc == -1 && strstr(rq_error(), "token_embd.weight") != NULL);
+    CHECK(rq_tensor_rows_f32(g, "no_such.weight", E, V, ids, 1, rows) == -1 && strstr(rq_error(), "missing"));
+    free(all);
+    rq_gguf_close(g);
+}
+
 /* Embeddings and output quantized by an override (RTN, 8 bits): the file's
  * configuration still reads the vocabulary from the packed embedding, and it loads. */
 static void test_embeddings_override(void) {
@@ -245,9 +272,14 @@ static void test_embeddings_override(void) {
     CHECK(rq_gguf_tensor_find(g, "token_embd.weight")->type == RQ_GGML_RQ_PACKED);
     CHECK(rq_gguf_tensor_find(g, "output.weight")->type == RQ_GGML_RQ_PACKED);
     rq_gguf_close(g);
+    check_embedding_rows(out_path); /* a packed table */
+    check_embedding_rows(src_path); /* f32 */
     double gap = logit_gap(out_path);
     CHECKF(gap < 0.5, "8-bit everywhere: logit gap %g", gap); /* 2-bit files are far above 1 */
     rq_recipe_free(&r);
+    tiny_spec sp = {"llama", 97, 64, 100, 2, 4, 2, 10000.0f, 5, RQ_GGML_F16, 0};
+    REQUIRE(tiny_model_write(&sp, src_path) == 0);
+    check_embedding_rows(src_path); /* f16 */
     unlink(out_path);
     unlink(src_path);
 }
