@@ -69,60 +69,16 @@ static void hook(void *ctx, int layer, rq_hook_point p, const float *x, int n, i
     }
 }
 
-/* The value of a rotation key in both files, as text ("" when absent); 0 when
- * they agree. Strings compare as written, the seed as an integer. */
-static int same_rot_key(const rq_gguf *gq, const rq_gguf *gr, const char *key) {
-    char v[2][256];
-    const rq_gguf *g[2] = {gq, gr};
-    for (int i = 0; i < 2; i++) {
-        rq_str str;
-        int64_t n;
-        v[i][0] = 0;
-        if (!rq_gguf_find(g[i], key)) continue;
-        if (rq_gguf_get_str(g[i], key, &str) == 0)
-            snprintf(v[i], sizeof v[i], "%.*s", (int)(str.len < 200 ? str.len : 200), str.ptr);
-        else if (rq_gguf_get_int(g[i], key, &n) == 0)
-            snprintf(v[i], sizeof v[i], "%lld", (long long)n);
-        else
-            snprintf(v[i], sizeof v[i], "(unreadable)");
-    }
-    if (!strcmp(v[0], v[1])) return 0;
-    return rq_fail("%s differs: '%s' in %s, '%s' in %s; compare a quantized file with the model it was made from "
-                   "(a rotated model's file with the rotated f32 file)",
-                   key, v[0][0] ? v[0] : "(none)", gq->path, v[1][0] ? v[1] : "(none)", gr->path);
-}
-
 /* Everything both files must agree on for their layers to be compared; c and on
  * (the online rotations, the same in both once every rotation key agrees) set. */
 static int check_pair(const rq_gguf *gq, const rq_gguf *gr, rq_config *c, rq_online_rot *on) {
-    rq_config cq, cr;
     rq_online_rot onr; /* read to refuse a malformed key in either file */
-    if (rq_config_from_gguf(gq, &cq) || rq_config_from_gguf(gr, &cr) || rq_online_from_gguf(gq, on) ||
-        rq_online_from_gguf(gr, &onr))
+    if (rq_same_model(gq, gr,
+                      "compare a quantized file with the model it was made from (a rotated model's file with the "
+                      "rotated f32 file)",
+                      c) ||
+        rq_online_from_gguf(gq, on) || rq_online_from_gguf(gr, &onr))
         return -1;
-    if (strcmp(cq.arch->name, cr.arch->name))
-        return rq_fail("architectures differ: %s is %s, %s is %s", gq->path, cq.arch->name, gr->path, cr.arch->name);
-    struct {
-        const char *what;
-        int q, r;
-    } dims[] = {{"n_vocab", cq.n_vocab, cr.n_vocab},
-                {"n_embd", cq.n_embd, cr.n_embd},
-                {"n_ff", cq.n_ff, cr.n_ff},
-                {"n_layer", cq.n_layer, cr.n_layer},
-                {"n_head", cq.n_head, cr.n_head},
-                {"n_head_kv", cq.n_head_kv, cr.n_head_kv},
-                {"head_dim", cq.head_dim, cr.head_dim}};
-    for (size_t i = 0; i < sizeof dims / sizeof *dims; i++)
-        if (dims[i].q != dims[i].r)
-            return rq_fail("%s differs: %d in %s, %d in %s; compare a quantized file with the model it was made "
-                           "from (a rotated model's file with the rotated f32 file)",
-                           dims[i].what, dims[i].q, gq->path, dims[i].r, gr->path);
-    /* the rotations folded into the weights (R1, R2) and those run online (R3, R4) */
-    static const char *const rot_keys[] = {"repliq.rot.r1", "repliq.rot.r2",   "repliq.rot.r3",
-                                           "repliq.rot.r4", "repliq.rot.seed", "repliq.rot.info"};
-    for (size_t i = 0; i < sizeof rot_keys / sizeof *rot_keys; i++)
-        if (same_rot_key(gq, gr, rot_keys[i])) return -1;
-    *c = cq;
     return 0;
 }
 

@@ -193,6 +193,57 @@ int rq_tensor_rows_f32(const rq_gguf *g, const char *name, int64_t ne0, int64_t 
     return 0;
 }
 
+/* The value of a rotation key in both files, as text ("" when absent); 0 when
+ * they agree. Strings compare as written, the seed as an integer. */
+static int same_rot_key(const rq_gguf *gq, const rq_gguf *gr, const char *key, const char *hint) {
+    char v[2][256];
+    const rq_gguf *g[2] = {gq, gr};
+    for (int i = 0; i < 2; i++) {
+        rq_str str;
+        int64_t n;
+        v[i][0] = 0;
+        if (!rq_gguf_find(g[i], key)) continue;
+        if (rq_gguf_get_str(g[i], key, &str) == 0)
+            snprintf(v[i], sizeof v[i], "%.*s", (int)(str.len < 200 ? str.len : 200), str.ptr);
+        else if (rq_gguf_get_int(g[i], key, &n) == 0)
+            snprintf(v[i], sizeof v[i], "%lld", (long long)n);
+        else
+            snprintf(v[i], sizeof v[i], "(unreadable)");
+    }
+    if (!strcmp(v[0], v[1])) return 0;
+    return rq_fail("%s differs: '%s' in %s, '%s' in %s; %s", key, v[0][0] ? v[0] : "(none)", gq->path,
+                   v[1][0] ? v[1] : "(none)", gr->path, hint);
+}
+
+int rq_same_model(const rq_gguf *gq, const rq_gguf *gr, const char *hint, rq_config *c) {
+    rq_config cq, cr;
+    if (rq_config_from_gguf(gq, &cq) || rq_config_from_gguf(gr, &cr)) return -1;
+    if (strcmp(cq.arch->name, cr.arch->name))
+        return rq_fail("architectures differ: %s is %s, %s is %s; %s", gq->path, cq.arch->name, gr->path, cr.arch->name,
+                       hint);
+    struct {
+        const char *what;
+        int q, r;
+    } dims[] = {{"n_vocab", cq.n_vocab, cr.n_vocab},
+                {"n_embd", cq.n_embd, cr.n_embd},
+                {"n_ff", cq.n_ff, cr.n_ff},
+                {"n_layer", cq.n_layer, cr.n_layer},
+                {"n_head", cq.n_head, cr.n_head},
+                {"n_head_kv", cq.n_head_kv, cr.n_head_kv},
+                {"head_dim", cq.head_dim, cr.head_dim}};
+    for (size_t i = 0; i < sizeof dims / sizeof *dims; i++)
+        if (dims[i].q != dims[i].r)
+            return rq_fail("%s differs: %d in %s, %d in %s; %s", dims[i].what, dims[i].q, gq->path, dims[i].r, gr->path,
+                           hint);
+    /* the rotations folded into the weights (R1, R2) and those run online (R3, R4) */
+    static const char *const rot_keys[] = {"repliq.rot.r1", "repliq.rot.r2",   "repliq.rot.r3",
+                                           "repliq.rot.r4", "repliq.rot.seed", "repliq.rot.info"};
+    for (size_t i = 0; i < sizeof rot_keys / sizeof *rot_keys; i++)
+        if (same_rot_key(gq, gr, rot_keys[i], hint)) return -1;
+    *c = cq;
+    return 0;
+}
+
 static void load_linear(const rq_gguf *g, rq_linear *l, const char *name, int64_t rows, int64_t cols, bool bias,
                         int *err) {
     char key[160];

@@ -106,6 +106,12 @@ float *rq_tensor_load_f32(const rq_gguf *g, const char *name, int64_t ne0, int64
 int rq_tensor_rows_f32(const rq_gguf *g, const char *name, int64_t ne0, int64_t ne1, const int32_t *ids, int64_t n,
                        float *out);
 
+/* Whether two files hold the same model shape: architecture, every dimension, and
+ * every repliq.rot.* key (the rotations folded in and run online). 0 and *c set
+ * (a's configuration) when they agree; else -1 with a message naming what differs,
+ * ending in hint (what the user should pair instead). */
+int rq_same_model(const rq_gguf *a, const rq_gguf *b, const char *hint, rq_config *c);
+
 /* One block's weights (blk.i.*) as f32, for tools that go layer by layer. */
 int rq_layer_load(const rq_gguf *g, const rq_config *c, int i, rq_layer *L);
 void rq_layer_free(rq_layer *L);

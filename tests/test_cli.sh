@@ -42,13 +42,15 @@ expect test_cli_inspect_usage "inspect" "$bin" inspect
 # the top-level usage names every command and every inspect tool
 "$bin" >/dev/null 2>"$tmp/usage"
 missing=""
-for c in pull list info tokenize ppl convert bpw reference quantize calib rotate dfrot "inspect acts" "inspect kv" "inspect layers"; do
+for c in pull list info tokenize ppl convert bpw reference quantize calib rotate dfrot "inspect acts" "inspect kv" "inspect layers" mix; do
     grep -q -- "^  $c " "$tmp/usage" || missing="$missing '$c'"
 done
 if [ -z "$missing" ]; then pass test_cli_usage_lists_all; else fail test_cli_usage_lists_all "usage lacks$missing"; fi
 expect test_cli_inspect_layers_usage "usage: repliq inspect layers" "$bin" inspect layers -m x
 expect test_cli_inspect_layers_both "choose one" "$bin" inspect layers -m x --ref y -f z --calib
 expect test_cli_inspect_layers_feed "feed must be" "$bin" inspect layers -m x --ref y --feed foo
+expect test_cli_mix_usage "usage: repliq mix" "$bin" mix -a x -b y -o z
+expect test_cli_mix_missing "cannot open" "$bin" mix -a /nonexistent/a.gguf -b y --from-b 'blk.*' -o "$tmp/m.gguf"
 expect test_cli_ppl_bad_keep_massive "keep-massive" "$bin" ppl -m x -f y --keep-massive -3
 model=${REPLIQ_CACHE:-$HOME/.cache/repliq}/smollm2-135m.gguf
 if [ -f "$model" ]; then

@@ -173,3 +173,24 @@ if grep -q '^| attn_q | 2 | 0.1500 | 0.1500 | 1 of 2 | 1.300 |$' <<<"$out" &&
 else
     fail test_offset_share "got $out"
 fi
+
+# mix_summary: A at 3.0, B at 2.6 (B - A = -0.4), a mix at 2.9 + 0.02 (i mod 2): mix - A = -0.09,
+# mix - B = +0.31 (se 0.01 / sqrt(199) = 0.0007), share of B - A 22%; the table keeps the last line
+# of a name; a missing NLL file is named
+nll "$tmp/ma.l40.nll" 3.0 0.0
+nll "$tmp/mb.l40.nll" 2.6 0.0
+nll "$tmp/mix.nll" 2.9 0.02
+: >"$tmp/ma.gguf"; : >"$tmp/mb.gguf"
+ms() { python3 "$repo/scripts/mix_summary.py" "$@"; }
+pj='{"ppl": 18.5, "kl": 0.25}'
+{ ms row mlp 'blk.*.ffn_*' "$tmp/ma.gguf" "$tmp/mb.gguf" "$tmp/x.gguf" "$tmp/a.nll" "$pj" 40
+  ms row mlp 'blk.*.ffn_*' "$tmp/ma.gguf" "$tmp/mb.gguf" "$tmp/x.gguf" "$tmp/mix.nll" "$pj" 40; } >"$tmp/mix.jsonl"
+out=$(ms table "$tmp/mix.jsonl" "$tmp/ma.gguf" "$tmp/mb.gguf" 40 2>&1)
+if grep -q '^B - A: -0.4000 ± 0.0000 (better)$' <<<"$out" &&
+    [ "$(grep -c '^| mlp ' <<<"$out")" = 1 ] &&
+    grep -q '^| mlp (`blk.\*.ffn_\*`) | 18.500 | 0.2500 | -0.0900 ± 0.0007 (better) | +0.3100 ± 0.0007 (worse) | 22% |$' <<<"$out" &&
+    ms table "$tmp/mix.jsonl" "$tmp/ma.gguf" "$tmp/nob.gguf" 40 2>&1 | grep -q 'nob.l40.nll not found'; then
+    pass test_mix_summary
+else
+    fail test_mix_summary "got $out"
+fi

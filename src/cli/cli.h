@@ -15,6 +15,7 @@ int cmd_quantize(int argc, char **argv);
 int cmd_rotate(int argc, char **argv);
 int cmd_dfrot(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_mix(int argc, char **argv);
 
 /* Print "repliq CMD: <message>" and return the exit status 1. */
 int cli_die(const char *cmd, const char *msg);

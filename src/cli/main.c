@@ -30,6 +30,8 @@ static void usage(FILE *f) {
         "on a text\n"
         "  inspect kv -m MODEL [-f TEXT] [-c CTX] [--chunks N] [--bits B] [-t N]   K bias and B-bit key error "
         "per layer\n"
+        "  mix -a A.gguf -b B.gguf --from-b PATTERN[,PATTERN...] -o OUT.gguf   A's tensors, those matching "
+        "from B\n"
         "MODEL is a GGUF path, a Hugging Face folder, or a packaged name; TEXT is a path or a\n"
         "file name inside $REPLIQ_DATA.\n");
 }
@@ -42,10 +44,13 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {
-        {"pull", cmd_pull},   {"list", cmd_list},         {"info", cmd_info},       {"tokenize", cmd_tokenize},
-        {"bpw", cmd_bpw},     {"ppl", cmd_ppl},           {"convert", cmd_convert}, {"reference", cmd_reference},
-        {"calib", cmd_calib}, {"quantize", cmd_quantize}, {"rotate", cmd_rotate}, {"dfrot", cmd_dfrot}, {"inspect", cmd_inspect}};
+    } cmds[] = {{"pull", cmd_pull},       {"list", cmd_list},
+                {"info", cmd_info},       {"tokenize", cmd_tokenize},
+                {"bpw", cmd_bpw},         {"ppl", cmd_ppl},
+                {"convert", cmd_convert}, {"reference", cmd_reference},
+                {"calib", cmd_calib},     {"quantize", cmd_quantize},
+                {"rotate", cmd_rotate},   {"dfrot", cmd_dfrot},
+                {"inspect", cmd_inspect}, {"mix", cmd_mix}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "repliq: unknown command '%s'\n", argv[1]);
