@@ -259,18 +259,15 @@ static void *par_run(void *p) {
     return NULL;
 }
 
-void rq_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t lo, int64_t hi), void *ctx) {
-    int t = rq_par_threads();
-    if (t > n) t = (int)(n > 0 ? n : 1);
-    if (t <= 1) {
-        if (n > 0) fn(ctx, 0, n);
-        return;
-    }
-    par_job jobs[64];
+static _Atomic int64_t par_spawns;
+
+int64_t rq_parallel_for_spawns(void) { return par_spawns; }
+
+/* Threads started for one call and joined: the path for a call made while the pool
+ * is busy (from inside another call's range, or from a second thread). */
+static void spawn_for(par_job *jobs, int t) {
     pthread_t tid[64];
     bool started[64] = {0};
-    for (int i = 0; i < t; i++)
-        jobs[i] = (par_job){fn, ctx, n * i / t, n * (i + 1) / t};
     for (int i = 1; i < t; i++)
         started[i] = pthread_create(&tid[i], NULL, par_run, &jobs[i]) == 0;
     par_run(&jobs[0]);
@@ -280,4 +277,112 @@ void rq_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t lo, int64_t hi), v
         else
             par_run(&jobs[i]); /* no thread to be had: run the range here */
     }
+}
+
+/* The pool: workers started once and kept. A call publishes its jobs and bumps a
+ * generation word (generation << 8 | thread count, one atomic, so a worker reads
+ * both together); worker w runs jobs[w + 1] when w + 1 < the count. Workers and the
+ * caller spin briefly before sleeping on a condition variable: starting two threads
+ * per call cost about 40 us here, and so did waking a sleeping one (bench/bench_par). */
+#define POOL_SPIN 4000
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    _Atomic uint64_t word; /* generation << 8 | threads of the current call */
+    _Atomic int pending;   /* workers of the current call not yet done */
+    int n_workers;
+    par_job jobs[64];
+    uint64_t born[64]; /* the word when worker w was started: it waits for the next one */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, {{0}}, {0}};
+static pthread_mutex_t pool_use = PTHREAD_MUTEX_INITIALIZER; /* held by the call the pool serves */
+static bool pool_on = true;
+
+void rq_parallel_for_pool(bool on) { pool_on = on; }
+
+static void *pool_worker(void *arg) {
+    int w = (int)(intptr_t)arg;
+    pthread_mutex_lock(&pool.mu);
+    uint64_t seen = pool.born[w];
+    pthread_mutex_unlock(&pool.mu);
+    for (;;) {
+        for (int i = 0; i < POOL_SPIN && pool.word == seen; i++)
+            cpu_relax();
+        if (pool.word == seen) {
+            pthread_mutex_lock(&pool.mu);
+            while (pool.word == seen)
+                pthread_cond_wait(&pool.go, &pool.mu);
+            pthread_mutex_unlock(&pool.mu);
+        }
+        seen = pool.word;
+        if (w + 1 >= (int)(seen & 0xff)) continue;
+        par_job j = pool.jobs[w + 1]; /* not rewritten before this worker is done: pending counts it */
+        par_run(&j);
+        if (--pool.pending == 0) {
+            pthread_mutex_lock(&pool.mu);
+            pthread_cond_signal(&pool.done);
+            pthread_mutex_unlock(&pool.mu);
+        }
+    }
+    return NULL;
+}
+
+/* Workers up to t - 1; false when none more could be started. */
+static bool pool_grow(int t) {
+    while (pool.n_workers < t - 1) {
+        pthread_t tid;
+        pthread_mutex_lock(&pool.mu);
+        pool.born[pool.n_workers] = pool.word;
+        pthread_mutex_unlock(&pool.mu);
+        if (pthread_create(&tid, NULL, pool_worker, (void *)(intptr_t)pool.n_workers)) return false;
+        pthread_detach(tid);
+        pool.n_workers++;
+    }
+    return true;
+}
+
+void rq_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t lo, int64_t hi), void *ctx) {
+    int t = rq_par_threads();
+    if (t > n) t = (int)(n > 0 ? n : 1);
+    if (t <= 1) {
+        if (n > 0) fn(ctx, 0, n);
+        return;
+    }
+    par_spawns++;
+    par_job jobs[64];
+    for (int i = 0; i < t; i++)
+        jobs[i] = (par_job){fn, ctx, n * i / t, n * (i + 1) / t};
+    if (!pool_on || pthread_mutex_trylock(&pool_use)) {
+        spawn_for(jobs, t);
+        return;
+    }
+    if (!pool_grow(t)) {
+        pthread_mutex_unlock(&pool_use);
+        spawn_for(jobs, t);
+        return;
+    }
+    memcpy(pool.jobs, jobs, (size_t)t * sizeof *jobs);
+    pool.pending = t - 1;
+    pool.word = ((pool.word >> 8) + 1) << 8 | (uint64_t)t;
+    pthread_mutex_lock(&pool.mu);
+    pthread_cond_broadcast(&pool.go);
+    pthread_mutex_unlock(&pool.mu);
+    par_run(&jobs[0]);
+    for (int i = 0; i < POOL_SPIN && pool.pending > 0; i++)
+        cpu_relax();
+    if (pool.pending > 0) {
+        pthread_mutex_lock(&pool.mu);
+        while (pool.pending > 0)
+            pthread_cond_wait(&pool.done, &pool.mu);
+        pthread_mutex_unlock(&pool.mu);
+    }
+    pthread_mutex_unlock(&pool_use);
 }

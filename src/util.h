@@ -32,6 +32,11 @@ int rq_par_threads(void);
 /* fn(ctx, lo, hi) over [0, n) split into contiguous ranges, one per thread; the
  * ranges never depend on timing, so a deterministic fn gives the same result. */
 void rq_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t lo, int64_t hi), void *ctx);
+/* How many calls of rq_parallel_for so far ran on more than one thread (bench/bench_par
+ * counts them), and whether they use the kept worker pool (default) or start and join
+ * threads per call (the path before the pool, for bench_par's comparison). */
+int64_t rq_parallel_for_spawns(void);
+void rq_parallel_for_pool(bool on);
 size_t rq_peak_rss(void); /* bytes, this process's high-water mark */
 
 /* Map a regular file read-only. *base is NULL for an empty file (nothing to unmap). */
