@@ -36,6 +36,10 @@ def row(name, pats, a, b, mix, nll, ppl_json, chunks):
     print(json.dumps(r))
 
 
+def share(part, whole):
+    return "—" if whole == 0 else "%.0f%%" % (100 * part / whole)
+
+
 def table(res, a, b, chunks):
     rows = {}
     with open(res) as f:
@@ -50,9 +54,9 @@ def table(res, a, b, chunks):
     print("|---|---|---|---|---|---|")
     for r in rows.values():
         p, va, vb = r["llamacpp"], r["vs_a"], r["vs_b"]
-        print("| %s (`%s`) | %.3f | %.4f | %+.4f ± %.4f (%s) | %+.4f ± %.4f (%s) | %.0f%% |" % (
+        print("| %s (`%s`) | %.3f | %.4f | %+.4f ± %.4f (%s) | %+.4f ± %.4f (%s) | %s |" % (
             r["name"], r["from_b"], p["ppl"], p["kl"], va["dnll"], va["dnll_stderr"], va["verdict"], vb["dnll"],
-            vb["dnll_stderr"], vb["verdict"], 100 * va["dnll"] / d["dnll"]))
+            vb["dnll_stderr"], vb["verdict"], share(va["dnll"], d["dnll"])))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 /* mix.c - one file from two quantized files of one model (see mix.h). */
 #include "mix.h"
 
+#include <errno.h>
 #include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,22 +13,42 @@
 #include "model.h"
 #include "util.h"
 
-static bool prefixed(const char *key) { return !strncmp(key, "repliq.act.", 11) || !strncmp(key, "repliq.kv.", 10); }
+/* The activation and KV settings the file is evaluated with (absent keys: none)
+ * agree, so the mix is evaluated as both files are. */
+static int same_eval(const rq_gguf *a, const rq_gguf *b) {
+    rq_actq x, y;
+    if (rq_actq_from_gguf(a, &x) || rq_actq_from_gguf(b, &y)) return -1;
+    const rq_named_pair v[] = {{"repliq.act.bits", x.a_bits, y.a_bits},
+                               {"repliq.act.clip", x.a_clip, y.a_clip},
+                               {"repliq.act.bf16", x.a_bf16, y.a_bf16},
+                               {"repliq.kv.bits", x.kv_bits, y.kv_bits},
+                               {"repliq.kv.unbias", x.kv_unbias, y.kv_unbias}};
+    return rq_same_values(v, sizeof v / sizeof *v, a->path, b->path,
+                          "absent means none, and a mixed file is evaluated with one activation and KV setting: "
+                          "mix files quantized with the same one");
+}
 
-/* The activation and KV settings the file is evaluated with: the same keys, the
- * same encoded values, in both files. */
-static int same_eval_keys(const rq_gguf *a, const rq_gguf *b) {
-    const rq_gguf *g[2] = {a, b};
-    for (int i = 0; i < 2; i++)
-        for (uint64_t k = 0; k < g[i]->n_kv; k++) {
-            const rq_gguf_kv *x = &g[i]->kv[k];
-            if (!prefixed(x->key)) continue;
-            const rq_gguf_kv *y = rq_gguf_find(g[1 - i], x->key);
-            if (!y || y->type != x->type || y->raw_len != x->raw_len || memcmp(y->raw, x->raw, x->raw_len))
-                return rq_fail("%s differs between %s and %s (or is missing in one): a mixed file is evaluated "
-                               "with one activation and KV setting; mix files quantized with the same one",
-                               x->key, a->path, b->path);
+/* A block's MLP that runs as paths in either file is taken whole: its gate, up and
+ * down come from the same file. */
+static int mlp_whole(const rq_gguf *ga, const rq_gguf *gb, const bool *from_b, int n_layer) {
+    static const char *const m[3] = {"ffn_gate", "ffn_up", "ffn_down"};
+    for (int l = 0; l < n_layer; l++) {
+        int pa = rq_block_mlp_paths(ga, l), pb = rq_block_mlp_paths(gb, l);
+        if (pa < 0 || pb < 0) return -1;
+        if (!pa && !pb) continue;
+        bool b[3];
+        for (int j = 0; j < 3; j++) {
+            char name[64];
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, m[j]);
+            b[j] = false;
+            for (uint64_t i = 0; i < ga->n_tensors; i++)
+                if (!strcmp(ga->tensors[i].name, name)) b[j] = from_b[i];
         }
+        if (b[0] != b[1] || b[1] != b[2])
+            return rq_fail("blk.%d: the MLP runs as %d paths in %s (\"combine\": \"mlp\"), whose gate, up and down "
+                           "share their codes: take all three from one file (e.g. --from-b 'blk.%d.ffn_*')",
+                           l, pa ? pa : pb, pa ? ga->path : gb->path, l);
+    }
     return 0;
 }
 
@@ -88,7 +109,8 @@ int rq_mix(const char *a, const char *b, const char *const *pats, int n_pat, con
     int rc = -1;
     rq_config c;
     if (rq_gguf_open(a, &ga) || rq_gguf_open(b, &gb)) goto done;
-    if (rq_same_model(ga, gb, "mix files quantized from the same model, rotated alike", &c) || same_eval_keys(ga, gb))
+    if (rq_same_model(ga, gb, "mix files of one model (quantized from it, or the model itself), rotated alike", &c) ||
+        same_eval(ga, gb))
         goto done;
     if (ga->n_tensors != gb->n_tensors) {
         rq_fail("%s has %llu tensors, %s has %llu: mix files with the same tensors", a,
@@ -114,6 +136,7 @@ int rq_mix(const char *a, const char *b, const char *const *pats, int n_pat, con
             goto done;
         }
     }
+    if (mlp_whole(ga, gb, from_b, c.n_layer)) goto done;
     char sha[2][65];
     if (rq_sha256_file(a, sha[0]) || rq_sha256_file(b, sha[1])) goto done;
     w = rq_gguf_writer_new();
@@ -125,10 +148,9 @@ int rq_mix(const char *a, const char *b, const char *const *pats, int n_pat, con
         if (rq_gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->nbytes)) goto done;
     }
     rep->n_tensors = (int)ga->n_tensors;
-    size_t n = strlen(out);
-    tmp = rq_malloc(n + 9);
-    memcpy(tmp, out, n);
-    memcpy(tmp + n, ".partial", 9);
+    size_t n = strlen(out) + 40;
+    tmp = rq_malloc(n);
+    snprintf(tmp, n, "%s.mix-%d.partial", out, (int)getpid());
     if (rq_gguf_write(w, tmp)) goto done;
     if (check_loads(tmp)) {
         rq_fail_ctx("the mixed file does not load");
@@ -136,7 +158,7 @@ int rq_mix(const char *a, const char *b, const char *const *pats, int n_pat, con
         goto done;
     }
     if (rename(tmp, out)) {
-        rq_fail("cannot rename '%s' to '%s'", tmp, out);
+        rq_fail("cannot rename '%s' to '%s': %s", tmp, out, strerror(errno));
         unlink(tmp);
         goto done;
     }

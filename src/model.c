@@ -221,20 +221,14 @@ int rq_same_model(const rq_gguf *gq, const rq_gguf *gr, const char *hint, rq_con
     if (strcmp(cq.arch->name, cr.arch->name))
         return rq_fail("architectures differ: %s is %s, %s is %s; %s", gq->path, cq.arch->name, gr->path, cr.arch->name,
                        hint);
-    struct {
-        const char *what;
-        int q, r;
-    } dims[] = {{"n_vocab", cq.n_vocab, cr.n_vocab},
-                {"n_embd", cq.n_embd, cr.n_embd},
-                {"n_ff", cq.n_ff, cr.n_ff},
-                {"n_layer", cq.n_layer, cr.n_layer},
-                {"n_head", cq.n_head, cr.n_head},
-                {"n_head_kv", cq.n_head_kv, cr.n_head_kv},
-                {"head_dim", cq.head_dim, cr.head_dim}};
-    for (size_t i = 0; i < sizeof dims / sizeof *dims; i++)
-        if (dims[i].q != dims[i].r)
-            return rq_fail("%s differs: %d in %s, %d in %s; %s", dims[i].what, dims[i].q, gq->path, dims[i].r, gr->path,
-                           hint);
+    const rq_named_pair dims[] = {{"n_vocab", cq.n_vocab, cr.n_vocab},
+                                  {"n_embd", cq.n_embd, cr.n_embd},
+                                  {"n_ff", cq.n_ff, cr.n_ff},
+                                  {"n_layer", cq.n_layer, cr.n_layer},
+                                  {"n_head", cq.n_head, cr.n_head},
+                                  {"n_head_kv", cq.n_head_kv, cr.n_head_kv},
+                                  {"head_dim", cq.head_dim, cr.head_dim}};
+    if (rq_same_values(dims, sizeof dims / sizeof *dims, gq->path, gr->path, hint)) return -1;
     /* the rotations folded into the weights (R1, R2) and those run online (R3, R4) */
     static const char *const rot_keys[] = {"repliq.rot.r1", "repliq.rot.r2",   "repliq.rot.r3",
                                            "repliq.rot.r4", "repliq.rot.seed", "repliq.rot.info"};
@@ -300,6 +294,13 @@ static int mlp_paths(const rq_gguf *g, const char *blk, int *err) {
         return 0;
     }
     return h[0].K;
+}
+
+int rq_block_mlp_paths(const rq_gguf *g, int layer) {
+    char blk[32];
+    snprintf(blk, sizeof blk, "blk.%d", layer);
+    int err = 0, k = mlp_paths(g, blk, &err);
+    return err ? -1 : k;
 }
 
 /* The K paths of an MLP replicated after its nonlinearity, each replica
@@ -368,7 +369,7 @@ int rq_layer_load(const rq_gguf *g, const rq_config *c, int i, rq_layer *L) {
 }
 
 /* repliq.act.* keys: the activation/KV quantization a recipe asked for. */
-static int load_actq(const rq_gguf *g, rq_actq *a) {
+int rq_actq_from_gguf(const rq_gguf *g, rq_actq *a) {
     int64_t v;
     double d;
     bool b;
@@ -431,7 +432,7 @@ int rq_model_from_gguf(const rq_gguf *g, rq_model **out) {
         return -1;
     }
     const rq_config *c = &m->cfg;
-    int err = load_actq(g, &m->actq) != 0 || rq_online_from_gguf(g, &m->online) != 0;
+    int err = rq_actq_from_gguf(g, &m->actq) != 0 || rq_online_from_gguf(g, &m->online) != 0;
     int64_t E = c->n_embd, F = c->n_ff, Dq = (int64_t)c->n_head * c->head_dim,
             Dkv = (int64_t)c->n_head_kv * c->head_dim;
     bool bias = c->arch->qkv_bias;

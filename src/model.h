@@ -112,6 +112,15 @@ int rq_tensor_rows_f32(const rq_gguf *g, const char *name, int64_t ne0, int64_t 
  * ending in hint (what the user should pair instead). */
 int rq_same_model(const rq_gguf *a, const rq_gguf *b, const char *hint, rq_config *c);
 
+/* The activation and KV quantization a file asks for (repliq.act.*, repliq.kv.*; absent
+ * keys mean none), checked; -1 with a message when a value is out of range. */
+int rq_actq_from_gguf(const rq_gguf *g, rq_actq *a);
+
+/* K >= 1 when block layer's MLP runs as K paths combined after the nonlinearity
+ * ("combine": "mlp"), 0 when it does not, -1 with a message when its three
+ * matrices disagree. */
+int rq_block_mlp_paths(const rq_gguf *g, int layer);
+
 /* One block's weights (blk.i.*) as f32, for tools that go layer by layer. */
 int rq_layer_load(const rq_gguf *g, const rq_config *c, int i, rq_layer *L);
 void rq_layer_free(rq_layer *L);

@@ -282,8 +282,9 @@ static void spawn_for(par_job *jobs, int t) {
 /* The pool: workers started once and kept. A call publishes its jobs and bumps a
  * generation word (generation << 8 | thread count, one atomic, so a worker reads
  * both together); worker w runs jobs[w + 1] when w + 1 < the count. Workers and the
- * caller spin briefly before sleeping on a condition variable: starting two threads
- * per call cost about 40 us here, and so did waking a sleeping one (bench/bench_par). */
+ * caller spin briefly before sleeping on a condition variable (starting and joining
+ * threads per call cost about 31 us on two threads here, bench/bench_par); a worker
+ * the last call did not need sleeps at once. A forked child starts with no pool. */
 #define POOL_SPIN 4000
 
 static inline void cpu_relax(void) {
@@ -304,7 +305,21 @@ static struct {
     uint64_t born[64]; /* the word when worker w was started: it waits for the next one */
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, {{0}}, {0}};
 static pthread_mutex_t pool_use = PTHREAD_MUTEX_INITIALIZER; /* held by the call the pool serves */
-static bool pool_on = true;
+static _Atomic bool pool_on = true;
+static _Atomic int64_t pool_served;
+
+int64_t rq_parallel_for_pooled(void) { return pool_served; }
+
+/* In a forked child only the forking thread exists: forget the workers. */
+static void pool_child(void) {
+    pthread_mutex_init(&pool.mu, NULL);
+    pthread_cond_init(&pool.go, NULL);
+    pthread_cond_init(&pool.done, NULL);
+    pthread_mutex_init(&pool_use, NULL);
+    pool.word = 0;
+    pool.pending = 0;
+    pool.n_workers = 0;
+}
 
 void rq_parallel_for_pool(bool on) { pool_on = on; }
 
@@ -313,8 +328,9 @@ static void *pool_worker(void *arg) {
     pthread_mutex_lock(&pool.mu);
     uint64_t seen = pool.born[w];
     pthread_mutex_unlock(&pool.mu);
+    bool spin = true;
     for (;;) {
-        for (int i = 0; i < POOL_SPIN && pool.word == seen; i++)
+        for (int i = 0; spin && i < POOL_SPIN && pool.word == seen; i++)
             cpu_relax();
         if (pool.word == seen) {
             pthread_mutex_lock(&pool.mu);
@@ -323,7 +339,8 @@ static void *pool_worker(void *arg) {
             pthread_mutex_unlock(&pool.mu);
         }
         seen = pool.word;
-        if (w + 1 >= (int)(seen & 0xff)) continue;
+        spin = w + 1 < (int)(seen & 0xff);
+        if (!spin) continue;
         par_job j = pool.jobs[w + 1]; /* not rewritten before this worker is done: pending counts it */
         par_run(&j);
         if (--pool.pending == 0) {
@@ -335,8 +352,12 @@ static void *pool_worker(void *arg) {
     return NULL;
 }
 
+static void pool_atfork(void) { pthread_atfork(NULL, NULL, pool_child); }
+
 /* Workers up to t - 1; false when none more could be started. */
 static bool pool_grow(int t) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, pool_atfork);
     while (pool.n_workers < t - 1) {
         pthread_t tid;
         pthread_mutex_lock(&pool.mu);
@@ -369,6 +390,7 @@ void rq_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t lo, int64_t hi), v
         spawn_for(jobs, t);
         return;
     }
+    pool_served++;
     memcpy(pool.jobs, jobs, (size_t)t * sizeof *jobs);
     pool.pending = t - 1;
     pool.word = ((pool.word >> 8) + 1) << 8 | (uint64_t)t;
@@ -385,4 +407,11 @@ void rq_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t lo, int64_t hi), v
         pthread_mutex_unlock(&pool.mu);
     }
     pthread_mutex_unlock(&pool_use);
+}
+
+int rq_same_values(const rq_named_pair *v, size_t n, const char *path_a, const char *path_b, const char *hint) {
+    for (size_t i = 0; i < n; i++)
+        if (v[i].a != v[i].b)
+            return rq_fail("%s differs: %g in %s, %g in %s; %s", v[i].what, v[i].a, path_a, v[i].b, path_b, hint);
+    return 0;
 }

@@ -116,6 +116,22 @@ static void test_tensors_from_b(void) {
     unlink(out);
 }
 
+/* The model a file was quantized from mixes in too (its f32 layers: what quantizing
+ * them costs); its absent activation keys read as none, as the file's. */
+static void test_reference_layers(void) {
+    const char *pats[1] = {"blk.0.*"};
+    rq_mix_report rep;
+    REQUIRE(rq_mix(files[0], src, pats, 1, out, &rep) == 0);
+    rq_gguf *m, *r;
+    REQUIRE(rq_gguf_open(out, &m) == 0 && rq_gguf_open(src, &r) == 0);
+    const rq_gguf_tensor *t = rq_gguf_tensor_find(m, "blk.0.ffn_down.weight");
+    CHECK(t && t->type == RQ_GGML_F32 && same_bytes(t, rq_gguf_tensor_find(r, "blk.0.ffn_down.weight")));
+    CHECK(!rq_gguf_find(m, "repliq.mix.b_recipe")); /* the model has none */
+    rq_gguf_close(m);
+    rq_gguf_close(r);
+    unlink(out);
+}
+
 /* Each refusal names its cause, and an existing output is left as it was. */
 static void test_refusals(void) {
     FILE *f = fopen(out, "wb");
@@ -127,11 +143,9 @@ static void test_refusals(void) {
         const char *const *pats;
         const char *msg;
     } cases[] = {
-        {files[0], files[1], none, "matches no tensor"},
-        {files[0], files[2], down, "repliq.act.bits differs"},
-        {files[0], other, down, "n_ff differs"},
-        {files[0], files[3], gate, "does not load"},
-        {files[0], "/nonexistent/b.gguf", down, "cannot open"},
+        {files[0], files[1], none, "matches no tensor"},  {files[0], files[2], down, "repliq.act.bits differs"},
+        {files[0], other, down, "n_ff differs"},          {files[0], files[3], gate, "take all three from one file"},
+        {files[3], files[0], gate, "runs as 2 paths in"}, {files[0], "/nonexistent/b.gguf", down, "cannot open"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         rq_mix_report rep;
@@ -140,8 +154,10 @@ static void test_refusals(void) {
     }
     rq_mix_report rep;
     CHECK(rq_mix(files[0], files[1], down, 0, out, &rep) == -1 && strstr(rq_error(), "at least one pattern"));
-    char partial[200];
-    snprintf(partial, sizeof partial, "%s.partial", out);
+    char partial[240];
+    snprintf(partial, sizeof partial, "%s.mix-%d.partial", out, (int)getpid());
+    CHECK(access(partial, F_OK) != 0);
+    strcat(partial, ".tmp");
     CHECK(access(partial, F_OK) != 0);
     char *buf;
     size_t n;
@@ -156,6 +172,7 @@ static void test_refusals(void) {
 }
 
 int main(void) {
+    alarm(300); /* a hang is a failure */
     int pid = (int)getpid();
     snprintf(src, sizeof src, "/tmp/rq_mix_src_%d.gguf", pid);
     snprintf(other, sizeof other, "/tmp/rq_mix_other_%d.gguf", pid);
@@ -167,6 +184,7 @@ int main(void) {
         return 1;
     }
     RUN(test_tensors_from_b);
+    RUN(test_reference_layers);
     RUN(test_refusals);
     unlink(src);
     unlink(other);

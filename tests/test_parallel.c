@@ -4,6 +4,8 @@
  * threads at once (which cannot have the pool) still run everything. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "rq_test.h"
 #include "util.h"
@@ -53,23 +55,30 @@ static bool covers(int64_t n, int64_t *ranges, int *n_ranges) {
 static void test_every_index_once(void) {
     const int threads[] = {1, 2, 3, 5, 8, 2, 1, 4};
     const int64_t ns[] = {0, 1, 2, 3, 7, 64, 999, 1000};
-    int bad = 0, differ = 0;
+    int bad = 0, differ = 0, pooled = 0, spawned = 0, multi = 0;
     for (size_t t = 0; t < sizeof threads / sizeof *threads; t++) {
         rq_set_par_threads(threads[t]);
         for (size_t k = 0; k < sizeof ns / sizeof *ns; k++)
             for (int rep = 0; rep < 50; rep++) {
                 int64_t rp[128], rs[128];
                 int np, ns_;
+                int64_t p0 = rq_parallel_for_pooled();
                 rq_parallel_for_pool(true);
                 bad += !covers(ns[k], rp, &np);
+                pooled += rq_parallel_for_pooled() > p0;
+                multi += np > 1;
+                p0 = rq_parallel_for_pooled();
                 rq_parallel_for_pool(false);
                 bad += !covers(ns[k], rs, &ns_);
+                spawned += rq_parallel_for_pooled() == p0;
                 differ += np != ns_ || memcmp(rp, rs, (size_t)np * 2 * sizeof *rp);
             }
     }
     rq_parallel_for_pool(true);
     CHECKF(bad == 0, "%d calls missed or repeated an index", bad);
     CHECKF(differ == 0, "%d calls split the range otherwise than threads per call do", differ);
+    CHECKF(pooled == multi && multi > 0, "the pool served %d of %d calls on several threads", pooled, multi);
+    CHECKF(spawned == 50 * 64, "with the pool off it still served %d calls", 50 * 64 - spawned);
 }
 
 typedef struct {
@@ -108,8 +117,29 @@ static void test_nested_and_concurrent(void) {
            (long long)a.sum, (long long)b.sum, 300 * 4950);
 }
 
+/* A child forked after the pool started has no workers: its calls must not wait
+ * for them. */
+static void test_fork(void) {
+    rq_set_par_threads(2);
+    nest s = {0};
+    rq_parallel_for(100, inner, &s); /* the pool exists */
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        nest c = {0};
+        for (int k = 0; k < 10; k++)
+            rq_parallel_for(100, inner, &c);
+        _exit(c.sum == 10 * 4950 ? 0 : 1);
+    }
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child's calls failed (status %d)", status);
+}
+
 int main(void) {
+    alarm(120); /* a hang is a failure */
     RUN(test_every_index_once);
     RUN(test_nested_and_concurrent);
+    RUN(test_fork);
     TEST_EXIT();
 }
