@@ -437,6 +437,12 @@ static void test_recipe_files(void) {
         CHECKF(kv4 ? tk.grid.bits == 4 && tv.grid.bits == 4
                    : tk.grid.bits == r.base.grid.bits && tv.grid.bits == r.base.grid.bits,
                "%s: attn_k %d bits, attn_v %d bits", e->d_name, tk.grid.bits, tv.grid.bits);
+        /* -dN: the down projections at N bits (about IQ2_XS's bits on Qwen with N = 3: 29% of its weights) */
+        rq_tensor_recipe td;
+        rq_recipe_for_tensor(&r, "blk.3.ffn_down.weight", &td);
+        const char *dn = strstr(r.name, "-d");
+        int dbits = dn && dn[2] >= '1' && dn[2] <= '8' && !dn[3] ? dn[2] - '0' : r.base.grid.bits;
+        CHECKF(td.grid.bits == dbits, "%s: ffn_down %d bits", e->d_name, td.grid.bits);
         rq_tensor_recipe up;
         rq_recipe_for_tensor(&r, "blk.0.ffn_up.weight", &up);
         if (mlp || mt)
@@ -466,7 +472,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 66, "%d recipe files", n);
+    CHECKF(n == 67, "%d recipe files", n);
 }
 
 int main(void) {
