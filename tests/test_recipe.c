@@ -439,10 +439,18 @@ static void test_recipe_files(void) {
                "%s: attn_k %d bits, attn_v %d bits", e->d_name, tk.grid.bits, tv.grid.bits);
         /* -dN: the down projections at N bits (about IQ2_XS's bits on Qwen with N = 3: 29% of its weights) */
         rq_tensor_recipe td;
-        rq_recipe_for_tensor(&r, "blk.3.ffn_down.weight", &td);
+        rq_recipe_for_tensor(&r, "blk.13.ffn_down.weight", &td);
         const char *dn = strstr(r.name, "-d");
         int dbits = dn && dn[2] >= '1' && dn[2] <= '8' && !dn[3] ? dn[2] - '0' : r.base.grid.bits;
         CHECKF(td.grid.bits == dbits, "%s: ffn_down %d bits", e->d_name, td.grid.bits);
+        /* -eN: the MLPs of blocks 0-9 at N bits (the early blocks, where SmolLM2's 2-bit loss is largest) */
+        const char *en = strstr(r.name, "-e");
+        int ebits = en && en[2] >= '1' && en[2] <= '8' && !en[3] ? en[2] - '0' : r.base.grid.bits;
+        rq_tensor_recipe early, late;
+        rq_recipe_for_tensor(&r, "blk.9.ffn_gate.weight", &early);
+        rq_recipe_for_tensor(&r, "blk.10.ffn_gate.weight", &late);
+        CHECKF(early.grid.bits == ebits && late.grid.bits == r.base.grid.bits,
+               "%s: ffn_gate %d bits in blk.9, %d in blk.10", e->d_name, early.grid.bits, late.grid.bits);
         rq_tensor_recipe up;
         rq_recipe_for_tensor(&r, "blk.0.ffn_up.weight", &up);
         if (mlp || mt)
@@ -472,7 +480,7 @@ static void test_recipe_files(void) {
         rq_recipe_free(&r);
     }
     closedir(d);
-    CHECKF(n == 67, "%d recipe files", n);
+    CHECKF(n == 68, "%d recipe files", n);
 }
 
 int main(void) {

@@ -183,13 +183,13 @@ nll "$tmp/mix.nll" 2.9 0.02
 : >"$tmp/ma.gguf"; : >"$tmp/mb.gguf"
 ms() { python3 "$repo/scripts/mix_summary.py" "$@"; }
 pj='{"ppl": 18.5, "kl": 0.25}'
-{ ms row mlp 'blk.*.ffn_*' "$tmp/ma.gguf" "$tmp/mb.gguf" "$tmp/x.gguf" "$tmp/a.nll" "$pj" 40
-  ms row mlp 'blk.*.ffn_*' "$tmp/ma.gguf" "$tmp/mb.gguf" "$tmp/x.gguf" "$tmp/mix.nll" "$pj" 40; } >"$tmp/mix.jsonl"
-out=$(ms table "$tmp/mix.jsonl" "$tmp/ma.gguf" "$tmp/mb.gguf" 40 2>&1)
+{ ms row mlp 'blk.*.ffn_*' "$tmp/ma.gguf" "$tmp/mb.gguf" "$tmp/x.gguf" "$tmp/a.nll" "$pj" l40
+  ms row mlp 'blk.*.ffn_*' "$tmp/ma.gguf" "$tmp/mb.gguf" "$tmp/x.gguf" "$tmp/mix.nll" "$pj" l40; } >"$tmp/mix.jsonl"
+out=$(ms table "$tmp/mix.jsonl" "$tmp/ma.gguf" "$tmp/mb.gguf" l40 2>&1)
 if grep -q '^B - A: -0.4000 ± 0.0000 (better)$' <<<"$out" &&
     [ "$(grep -c '^| mlp ' <<<"$out")" = 1 ] &&
     grep -q '^| mlp (`blk.\*.ffn_\*`) | 18.500 | 0.2500 | -0.0900 ± 0.0007 (better) | +0.3100 ± 0.0007 (worse) | 22% |$' <<<"$out" &&
-    ms table "$tmp/mix.jsonl" "$tmp/ma.gguf" "$tmp/nob.gguf" 40 2>&1 | grep -q 'nob.l40.nll not found'; then
+    ms table "$tmp/mix.jsonl" "$tmp/ma.gguf" "$tmp/nob.gguf" l40 2>&1 | grep -q 'nob.l40.nll not found'; then
     pass test_mix_summary
 else
     fail test_mix_summary "got $out"
