@@ -40,9 +40,8 @@ static int mlp_whole(const rq_gguf *ga, const rq_gguf *gb, const bool *from_b, i
         for (int j = 0; j < 3; j++) {
             char name[64];
             snprintf(name, sizeof name, "blk.%d.%s.weight", l, m[j]);
-            b[j] = false;
-            for (uint64_t i = 0; i < ga->n_tensors; i++)
-                if (!strcmp(ga->tensors[i].name, name)) b[j] = from_b[i];
+            const rq_gguf_tensor *t = rq_gguf_tensor_find(ga, name);
+            b[j] = t && from_b[t - ga->tensors];
         }
         if (b[0] != b[1] || b[1] != b[2])
             return rq_fail("blk.%d: the MLP runs as %d paths in %s (\"combine\": \"mlp\"), whose gate, up and down "

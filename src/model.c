@@ -171,7 +171,8 @@ int rq_tensor_rows_f32(const rq_gguf *g, const char *name, int64_t ne0, int64_t 
             return rq_fail("%s: row %d of tensor '%s' (at %lld) is outside its %lld rows", g->path, ids[i], name,
                            (long long)i, (long long)ne1);
     const rq_gguf_tensor *t = rq_gguf_tensor_find(g, name);
-    if (t && t->type == RQ_GGML_RQ_PACKED) {
+    if (!t) return rq_fail("%s: tensor '%s' is missing", g->path, name);
+    if (t->type == RQ_GGML_RQ_PACKED) {
         int err = 0;
         float *all = load_tensor(g, name, ne0, ne1, &err);
         if (!all) return -1;
@@ -180,7 +181,6 @@ int rq_tensor_rows_f32(const rq_gguf *g, const char *name, int64_t ne0, int64_t 
         free(all);
         return 0;
     }
-    if (!t) return rq_fail("%s: tensor '%s' is missing", g->path, name);
     if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
         return rq_fail("%s: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", g->path, name,
                        (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],

@@ -33,12 +33,13 @@ int rq_par_threads(void);
  * ranges never depend on timing, so a deterministic fn gives the same result. */
 void rq_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t lo, int64_t hi), void *ctx);
 /* How many calls of rq_parallel_for so far ran on more than one thread (bench/bench_par
- * counts them), how many of those the pool served, and whether they use the kept worker pool (default) or start and
- * join threads per call (the path before the pool, for bench_par's comparison). */
+ * counts them), how many of those the kept worker pool served, and whether calls use
+ * the pool (default) or start and join threads per call (the path before the pool,
+ * for bench_par's comparison). */
 int64_t rq_parallel_for_spawns(void);
-int64_t rq_parallel_for_pooled(void); /* of them, those the kept pool served */
+int64_t rq_parallel_for_pooled(void);
 void rq_parallel_for_pool(bool on);
-size_t rq_peak_rss(void);
+size_t rq_peak_rss(void); /* bytes, this process's high-water mark */
 
 /* Two files' values of the same named settings, side by side. */
 typedef struct {
@@ -47,8 +48,7 @@ typedef struct {
 } rq_named_pair;
 /* 0 when every pair agrees; else -1 with "WHAT differs: A in path_a, B in path_b; hint"
  * for the first that does not. */
-int rq_same_values(const rq_named_pair *v, size_t n, const char *path_a, const char *path_b,
-                   const char *hint); /* bytes, this process's high-water mark */
+int rq_same_values(const rq_named_pair *v, size_t n, const char *path_a, const char *path_b, const char *hint);
 
 /* Map a regular file read-only. *base is NULL for an empty file (nothing to unmap). */
 int rq_map_file(const char *path, const void **base, size_t *size);

@@ -555,18 +555,17 @@ static int inspect_layers(int argc, char **argv) {
         snprintf(src, sizeof src, "%s", tpath);
     }
     /* the layers are compared on weights alone; say so when the file asks for more */
-    int64_t abits = 0, kvbits = 0;
-    if (rq_gguf_get_int(g, "repliq.act.bits", &abits)) abits = 0;
-    if (rq_gguf_get_int(g, "repliq.kv.bits", &kvbits)) kvbits = 0;
+    rq_actq aq;
+    if (rq_actq_from_gguf(g, &aq)) aq = (rq_actq){.a_clip = 1.0f}; /* unreadable settings: nothing to note */
     rq_tokenizer_free(tok);
     rq_gguf_close(g);
     if (rc) return cli_die(cmd, rq_error());
-    if (abits || kvbits)
+    if (aq.a_bits || aq.kv_bits)
         fprintf(stderr,
-                "repliq %s: note: %s asks for %lld-bit activations and a %lld-bit KV cache (0: none) in its forward "
+                "repliq %s: note: %s asks for %d-bit activations and a %d-bit KV cache (0: none) in its forward "
                 "pass; this compares the weights alone, without them, so --calib does not reproduce what quantize "
                 "logged for it\n",
-                cmd, qpath, (long long)abits, (long long)kvbits);
+                cmd, qpath, aq.a_bits, aq.kv_bits);
     if (json && !writable(cmd, json)) {
         if (calib)
             rq_calib_free(&cal);
